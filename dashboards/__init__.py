@@ -1,0 +1,1 @@
+"""Plotly Dash monitoring wall (issue 6); reads state through Redis only."""

@@ -1,0 +1,1 @@
+"""bytewax dataflows wiring connectors and twin (issue 4)."""

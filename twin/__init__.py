@@ -1,0 +1,1 @@
+"""The network twin: model, importers, steady-state solvers. Imports pipetwin.kernels only."""

@@ -1,0 +1,1 @@
+"""Readers and writers of network files, one format per module."""

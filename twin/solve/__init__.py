@@ -1,0 +1,1 @@
+"""Steady-state solvers: gas (isothermal) and water (EPANET-compatible GGA)."""

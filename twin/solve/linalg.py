@@ -1,0 +1,85 @@
+"""The linear step of both Newton solvers: a symmetric positive definite system A D A^T over the
+free (not fixed-pressure) nodes, with a sparsity pattern fixed by the topology.
+
+CHOLMOD (scikit-sparse) when it is installed: the symbolic analysis is done once and each Newton
+step refactors numerically. Otherwise SciPy's SuperLU, which redoes the analysis each time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipetwin.kernels.assembly import csc_positions, scatter_laplacian
+
+try:  # optional accelerated backend
+    from sksparse.cholmod import analyze as _cholmod_analyze  # type: ignore
+
+    HAVE_CHOLMOD = True
+except Exception:  # pragma: no cover - depends on the machine
+    HAVE_CHOLMOD = False
+
+
+class LaplacianSystem:
+    """A D A^T for links (i, j) where i or j is a free-node index (or -1 for a fixed node).
+
+    ``solve(w, diag_extra, rhs)`` assembles with conductances ``w`` (one per link), adds
+    ``diag_extra`` (one per free node) to the diagonal, factorizes and solves.
+    """
+
+    def __init__(self, n_free: int, link_i: np.ndarray, link_j: np.ndarray, backend: str = "auto"):
+        self.n = int(n_free)
+        link_i = np.asarray(link_i, np.int64)
+        link_j = np.asarray(link_j, np.int64)
+        both = (link_i >= 0) & (link_j >= 0)
+        diag = np.arange(self.n)
+        rows = np.concatenate([diag, link_i[both], link_j[both]])
+        cols = np.concatenate([diag, link_j[both], link_i[both]])
+        pattern = sp.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(self.n, self.n))
+        pattern.sum_duplicates()
+        pattern.sort_indices()
+        self.indptr = pattern.indptr.astype(np.int64)
+        self.indices = pattern.indices.astype(np.int64)
+        self.values = np.zeros(len(self.indices))
+
+        def pos(r, c):
+            out = np.empty(len(r), np.int64)
+            csc_positions(self.indptr, self.indices, r, c, out)
+            return out
+
+        self.pos_ii = pos(link_i, link_i)
+        self.pos_jj = pos(link_j, link_j)
+        ij_r = np.where(both, link_i, -1)
+        ij_c = np.where(both, link_j, -1)
+        self.pos_ij = pos(ij_r, ij_c)
+        self.pos_ji = pos(ij_c, ij_r)
+        self.diag_pos = pos(diag, diag)
+        if backend == "auto":
+            backend = "cholmod" if HAVE_CHOLMOD else "splu"
+        if backend == "cholmod" and not HAVE_CHOLMOD:
+            raise ValueError("backend 'cholmod' needs scikit-sparse (pip install 'pipetwin[fast]')")
+        self.backend = backend
+        self._factor = None
+
+    def matrix(self) -> sp.csc_matrix:
+        return sp.csc_matrix((self.values, self.indices, self.indptr), shape=(self.n, self.n))
+
+    def assemble(self, w: np.ndarray, diag_extra: np.ndarray) -> None:
+        scatter_laplacian(np.ascontiguousarray(w, dtype=np.float64), self.pos_ii, self.pos_jj, self.pos_ij,
+                          self.pos_ji, np.ascontiguousarray(diag_extra, dtype=np.float64), self.diag_pos,
+                          self.values)
+
+    def solve(self, w: np.ndarray, diag_extra: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        if self.n == 0:
+            return np.zeros(0)
+        self.assemble(w, diag_extra)
+        m = self.matrix()
+        if self.backend == "cholmod":
+            if self._factor is None:
+                self._factor = _cholmod_analyze(m, mode="auto")
+            self._factor.cholesky_inplace(m)
+            return self._factor(rhs)
+        from scipy.sparse.linalg import splu
+
+        lu = splu(m, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+        return lu.solve(rhs)
