@@ -1,0 +1,170 @@
+"""Gas pipe physics for the steady-state Newton solver: friction factors, compressibility, and the
+per-pipe terms of the squared-pressure pipe law.
+
+The pipe law (isothermal, as pandapipes states it) multiplied by (p1 + p2):
+
+    p1^2 - p2^2 = C Z_m (lambda L / D + zeta) m|m| - rho_m g (h1 - h2) (p1 + p2)
+    C = p_n T / (T_n rho_n A^2)
+
+is linear in pi = p^2 except for the friction factor, Z_m and rho_m. The solver treats Z_m and
+rho_m as known from the last iterate (they move slowly), so its matrix stays symmetric; the fixed
+point is still the exact solution. Flows are signed (m|m|) and the conductance is floored near
+zero flow, so Newton never meets an infinite derivative.
+"""
+
+import math
+
+from numba import njit
+
+# friction law codes
+COLEBROOK = 0
+NIKURADSE = 1
+SWAMEE_JAIN = 2
+WEYMOUTH = 3
+PANHANDLE_A = 4
+PANHANDLE_B = 5
+FRICTION_CODES = {"colebrook": COLEBROOK, "nikuradse": NIKURADSE, "swamee-jain": SWAMEE_JAIN,
+                  "weymouth": WEYMOUTH, "panhandle-a": PANHANDLE_A, "panhandle-b": PANHANDLE_B}
+
+# compressibility model codes
+Z_CONSTANT = 0
+Z_LINEAR = 1
+Z_PAPAY = 2
+
+LN10 = math.log(10.0)
+
+
+@njit(cache=True)
+def colebrook(re, rel_rough):
+    """Darcy friction factor from Colebrook-White, 1/sqrt(l) = -2 log10(2.51/(Re sqrt(l)) + k/(3.71 D)),
+    solved by Newton in x = 1/sqrt(l) to machine precision. Returns (lambda, dlambda/dRe)."""
+    if re <= 0.0:
+        return 0.0, 0.0
+    a = 2.51 / re
+    b = rel_rough / 3.71
+    # Swamee-Jain start, then Newton on g(x) = x + 2 log10(a x + b)
+    sj = 0.25 / math.log10(rel_rough / 3.7 + 5.74 / re ** 0.9) ** 2
+    x = 1.0 / math.sqrt(sj)
+    if not (x > 0.0) or x > 1e6:
+        x = 1.0
+    for _ in range(60):
+        arg = a * x + b
+        g = x + 2.0 * math.log10(arg)
+        dg = 1.0 + 2.0 * a / (arg * LN10)
+        dx = g / dg
+        xn = x - dx
+        if xn <= 0.0:
+            xn = 0.5 * x
+        if abs(xn - x) <= 1e-15 * abs(xn):
+            x = xn
+            break
+        x = xn
+    lam = 1.0 / (x * x)
+    # implicit derivative: g(x, Re) = 0 -> dx/dRe = -(dg/dRe)/(dg/dx); dg/dRe = 2/(ln10 arg) * (-2.51 x / Re^2)
+    arg = a * x + b
+    dg_dx = 1.0 + 2.0 * a / (arg * LN10)
+    dg_dre = 2.0 / (arg * LN10) * (-2.51 * x / (re * re))
+    dx_dre = -dg_dre / dg_dx
+    dlam_dre = -2.0 / (x * x * x) * dx_dre
+    return lam, dlam_dre
+
+
+@njit(cache=True)
+def friction_factor(law, re, d_m, k_m, laminar_switch):
+    """Darcy friction factor and its derivative with respect to Re for the chosen law.
+
+    ``laminar_switch``: below Re 2320 use Hagen-Poiseuille 64/Re whenever it is the larger value
+    (a continuous switch); pandapipes' reference runs use Colebrook at every Re (switch off)."""
+    lam = 0.0
+    dlam = 0.0
+    if law == COLEBROOK:
+        lam, dlam = colebrook(re, k_m / d_m)
+    elif law == NIKURADSE:
+        lam = 1.0 / (2.0 * math.log10(d_m / k_m) + 1.14) ** 2
+    elif law == SWAMEE_JAIN:
+        if re > 0.0:
+            t = k_m / (3.7 * d_m) + 5.74 / re ** 0.9
+            lg = math.log10(t)
+            lam = 0.25 / (lg * lg)
+            dt = -0.9 * 5.74 / re ** 1.9
+            dlam = -0.5 / (lg * lg * lg) * dt / (t * LN10)
+    elif law == WEYMOUTH:
+        lam = 0.0094064 / d_m ** (1.0 / 3.0)      # 0.032 / D_in^(1/3), Darcy
+    elif law == PANHANDLE_A:
+        if re > 0.0:
+            lam = 0.0768 * re ** -0.1461
+            dlam = -0.1461 * lam / re
+    elif law == PANHANDLE_B:
+        if re > 0.0:
+            lam = 0.00359 * re ** -0.03922
+            dlam = -0.03922 * lam / re
+    if laminar_switch and re > 0.0 and re < 2320.0:
+        lam_l = 64.0 / re
+        if lam_l > lam:
+            lam = lam_l
+            dlam = -64.0 / (re * re)
+    return lam, dlam
+
+
+@njit(cache=True)
+def compressibility(model, p_pa, z_const, offset, slope_per_pa, ppc_pa, tpc_k, t_k):
+    """Z(p) and dZ/dp. Linear as pandapipes uses; Papay's correlation for transmission pressures."""
+    if model == Z_CONSTANT:
+        return z_const, 0.0
+    if model == Z_LINEAR:
+        return offset + slope_per_pa * p_pa, slope_per_pa
+    pr = p_pa / ppc_pa
+    tr = t_k / tpc_k
+    a = 3.52 * math.exp(-2.260 * tr)
+    b = 0.274 * math.exp(-1.878 * tr)
+    return 1.0 - a * pr + b * pr * pr, (-a + 2.0 * b * pr) / ppc_pa
+
+
+@njit(cache=True)
+def mean_pressure(p1, p2):
+    """Mean pressure of a gas pipe, 2/3 (p1^3 - p2^3) / (p1^2 - p2^2)."""
+    if abs(p1 - p2) <= 1e-12 * (p1 + p2):
+        return 0.5 * (p1 + p2)
+    return 2.0 / 3.0 * (p1 ** 3 - p2 ** 3) / (p1 * p1 - p2 * p2)
+
+
+@njit(cache=True)
+def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency,
+               eta, rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc,
+               min_dphi, phi, dphi):
+    """For every pipe: phi(m) = p1^2 - p2^2 as the pipe law gives it at flow m (with Z_m and rho_m
+    from the current pressures), and dphi/dm (floored at ``min_dphi`` so zero flow stays finite).
+
+    dz_m = h_from - h_to. Writes into ``phi`` and ``dphi``."""
+    for k in range(m.shape[0]):
+        d = d_m[k]
+        area = 0.25 * math.pi * d * d
+        ma = abs(m[k])
+        re = ma * d / (eta * area)
+        lam, dlam_dre = friction_factor(law, re, d, k_m[k], laminar_switch)
+        eff = efficiency
+        lam = lam / (eff * eff)
+        dlam_dre = dlam_dre / (eff * eff)
+        pm = mean_pressure(p1[k], p2[k])
+        z_m, _ = compressibility(z_model, pm, z_const, z_offset, z_slope, ppc, tpc, t_k)
+        z1, _ = compressibility(z_model, p1[k], z_const, z_offset, z_slope, ppc, tpc, t_k)
+        z2, _ = compressibility(z_model, p2[k], z_const, z_offset, z_slope, ppc, tpc, t_k)
+        rho_m = 0.5 * rho_n * t_n / (p_n * t_k) * (p1[k] / z1 + p2[k] / z2)
+        c = p_n * t_k * z_m / (t_n * rho_n * area * area)
+        f = lam * l_m[k] / d + zeta[k]
+        df_dm = dlam_dre * (d / (eta * area)) * l_m[k] / d     # d f / d|m|
+        phi[k] = c * f * m[k] * ma - rho_m * g * dz_m[k] * (p1[k] + p2[k])
+        der = c * (2.0 * f * ma + df_dm * ma * ma)
+        if der < min_dphi[k]:
+            der = min_dphi[k]
+        dphi[k] = der
+
+
+@njit(cache=True)
+def real_density(p, rho_n, p_n, t_n, t_k, z_model, z_const, z_offset, z_slope, ppc, tpc, out):
+    """Gas density at pressure p (absolute) and temperature t_k."""
+    for i in range(p.shape[0]):
+        z, _ = compressibility(z_model, p[i], z_const, z_offset, z_slope, ppc, tpc, t_k)
+        out[i] = rho_n * t_n * p[i] / (p_n * t_k * z)
+
+

@@ -1,0 +1,293 @@
+"""Isothermal steady-state gas network solver.
+
+Global gradient (Todini-Pilati) Newton in squared pressure: each link obeys
+``pi_from - pi_to = phi(m)`` with pi = p^2 (absolute Pa), each free node balances its mass flows.
+Eliminating link flows leaves a symmetric positive definite system over free-node pi, factorized
+by ``LaplacianSystem``. Regulators and compressors switch between active / open / closed the way
+EPANET's valves do; parts of the network cut off from every source are found by a graph pass first
+and reported as unsupplied.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from pipetwin.kernels import gas as gk
+from pipetwin.twin.model import LinkKind, LinkStatus, NetworkModel, NodeKind
+from pipetwin.twin.solve.linalg import LaplacianSystem
+from pipetwin.twin.solve.result import SolveResult
+
+LOSSLESS = (LinkKind.SHORT_PIPE, LinkKind.VALVE)
+CONTROLLED = (LinkKind.PRV, LinkKind.COMPRESSOR_OUTLET, LinkKind.COMPRESSOR_RATIO)
+Z_CODES = {"constant": gk.Z_CONSTANT, "linear": gk.Z_LINEAR, "papay": gk.Z_PAPAY}
+
+
+@dataclass
+class GasOptions:
+    friction: str | None = None        # None: the model's own (model.gas.friction)
+    laminar_switch: bool = False       # 64/Re below Re 2320 when larger than the turbulent law
+    max_iter: int = 100
+    tol_flow: float = 1e-9             # sum |dm| / sum |m|
+    tol_flow_abs_kg_s: float = 1e-11   # or max |dm| (networks whose flows nearly cancel)
+    tol_pressure_pa: float = 1e-3      # max |dp| between iterations
+    status_tol_pa: float = 1e-2        # hysteresis of regulator / compressor switching
+    lossless_ratio: float = 1e6        # conductance of lossless links relative to the median pipe
+    closed_ratio: float = 1e-10        # conductance of closed links relative to the median pipe
+    backend: str = "auto"
+
+
+def _components(model: NetworkModel, usable: np.ndarray) -> np.ndarray:
+    """Nodes that share a connected component (over usable links) with a source."""
+    n = model.n_nodes
+    a = model.links.from_node[usable]
+    b = model.links.to_node[usable]
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    sources = model.nodes.kind == NodeKind.SOURCE
+    fed = np.zeros(label.max() + 1, bool)
+    fed[label[sources]] = True
+    return fed[label]
+
+
+class GasSolver:
+    """Holds what depends on topology only (index maps, the factorization's symbolic analysis),
+    so a twin that re-solves every tick pays for it once. ``solve`` is a pure function of its
+    arguments and the model given at construction."""
+
+    def __init__(self, model: NetworkModel, options: GasOptions | None = None):
+        if not model.is_gas:
+            raise ValueError(f"{model.name}: solve_gas needs a natural-gas model")
+        self.model = model
+        self.options = options or GasOptions()
+        links, nodes = model.links, model.nodes
+        self.kind = links.kind.astype(np.int64)
+        self.static_closed = links.status == LinkStatus.CLOSED
+        self.supplied = _components(model, ~self.static_closed)
+        fixed = (nodes.kind == NodeKind.SOURCE) & self.supplied
+        bad = fixed & ~(nodes.fixed_pressure_pa > 0)
+        if bad.any():
+            raise ValueError(f"source {nodes.ids[np.argmax(bad)]!r} has no positive fixed pressure")
+        self.fixed = fixed
+        self.free = self.supplied & ~fixed
+        self.row = np.full(model.n_nodes, -1, np.int64)
+        self.row[self.free] = np.arange(int(self.free.sum()))
+        self.active_link = ~self.static_closed & self.supplied[links.from_node] & self.supplied[links.to_node]
+        fr, to = links.from_node.astype(np.int64), links.to_node.astype(np.int64)
+        self.link_i = np.where(self.active_link, self.row[fr], -1)
+        self.link_j = np.where(self.active_link, self.row[to], -1)
+        self.system = LaplacianSystem(int(self.free.sum()), self.link_i, self.link_j, self.options.backend)
+        self.is_pipe = (self.kind == LinkKind.PIPE) | (self.kind == LinkKind.RESISTOR)
+        self.pipe_idx = np.flatnonzero(self.is_pipe & self.active_link)
+        self.ctrl_idx = np.flatnonzero(np.isin(self.kind, CONTROLLED) & self.active_link)
+        g = model.gas
+        friction = self.options.friction or g.friction
+        if friction not in gk.FRICTION_CODES:
+            raise ValueError(f"unknown friction law {friction!r}; one of {sorted(gk.FRICTION_CODES)}")
+        self.law = gk.FRICTION_CODES[friction]
+        self.floor_factor = 1e-3
+        c = g.compressibility
+        if c.model not in Z_CODES:
+            raise ValueError(f"unknown compressibility model {c.model!r}")
+        self.zargs = (Z_CODES[c.model], c.z, c.offset, c.slope_per_pa, c.pseudocritical_pressure_pa,
+                      c.pseudocritical_temperature_k)
+
+    # -- physics helpers ------------------------------------------------------------------------
+    def _pipe_phi(self, m, p_from, p_to):
+        """phi and dphi/dm of the pipes in ``pipe_idx``."""
+        model, g, idx = self.model, self.model.gas, self.pipe_idx
+        links, nodes = model.links, model.nodes
+        dz = nodes.elevation_m[links.from_node[idx]] - nodes.elevation_m[links.to_node[idx]]
+        phi = np.empty(len(idx))
+        dphi = np.empty(len(idx))
+        d = links.diameter_m[idx]
+        area = 0.25 * np.pi * d * d
+        z_m = 1.0
+        # floor of dphi/dm: the laminar (Hagen-Poiseuille) slope, the smallest physical one
+        c0 = g.normal_pressure_pa * g.temperature_k * z_m / (g.normal_temperature_k * g.normal_density_kg_m3 * area ** 2)
+        floor = c0 * 64.0 * g.dynamic_viscosity_pa_s * area * links.length_m[idx] / (d * d)
+        floor = np.maximum(floor * self.floor_factor, 1e-300)
+        gk.pipe_terms(m[idx], p_from, p_to, dz, d, links.length_m[idx], links.roughness[idx],
+                      links.minor_loss[idx], self.law, self.options.laminar_switch, g.pipe_efficiency,
+                      g.dynamic_viscosity_pa_s, g.normal_density_kg_m3, g.normal_pressure_pa,
+                      g.normal_temperature_k, g.temperature_k, g.gravity_m_s2, *self.zargs, floor, phi, dphi)
+        return phi, dphi
+
+    def density(self, p: np.ndarray) -> np.ndarray:
+        g = self.model.gas
+        out = np.empty(len(p))
+        gk.real_density(np.ascontiguousarray(p, dtype=np.float64), g.normal_density_kg_m3, g.normal_pressure_pa,
+                        g.normal_temperature_k, g.temperature_k, *self.zargs, out)
+        return out
+
+    # -- the solve --------------------------------------------------------------------------------
+    def solve(self, demand: np.ndarray | None = None, *, warm_start: SolveResult | None = None,
+              source_pressure_pa: np.ndarray | None = None, setting: np.ndarray | None = None) -> SolveResult:
+        t0 = time.perf_counter()
+        model, opt = self.model, self.options
+        links, nodes = model.links, model.nodes
+        n, nl = model.n_nodes, model.n_links
+        demand = model.node_demand() if demand is None else np.asarray(demand, float)
+        setting = links.setting if setting is None else np.asarray(setting, float)
+        fr, to = links.from_node.astype(np.int64), links.to_node.astype(np.int64)
+        p_fix = nodes.fixed_pressure_pa if source_pressure_pa is None else np.asarray(source_pressure_pa, float)
+        p_ref = float(np.max(p_fix[self.fixed])) if self.fixed.any() else 101325.0
+
+        # starting point
+        p = np.where(self.fixed, p_fix, p_ref)
+        status = links.status.copy()
+        status[self.ctrl_idx] = np.where(status[self.ctrl_idx] == LinkStatus.CLOSED, LinkStatus.CLOSED,
+                                         LinkStatus.ACTIVE)
+        if warm_start is not None:
+            p = np.where(self.free, warm_start.node_pressure_pa, p)
+            m = warm_start.link_flow.copy()
+            status[self.ctrl_idx] = warm_start.link_status[self.ctrl_idx]
+        else:
+            rho = float(self.density(np.array([p_ref]))[0])
+            area = 0.25 * np.pi * links.diameter_m ** 2
+            m = np.where(self.is_pipe, rho * area * 1.0, 1e-3)
+        m = np.where(self.active_link, m, 0.0)
+        pi_fix = np.where(self.fixed, p_fix * p_fix, 0.0)
+
+        # link conductances of lossless and closed links, scaled to the pipes
+        phi0, dphi0 = self._pipe_phi(m, p[fr[self.pipe_idx]], p[to[self.pipe_idx]])
+        p_med = float(np.median(1.0 / dphi0)) if len(dphi0) else 1.0
+        g_lossless = opt.lossless_ratio * p_med
+        g_closed = opt.closed_ratio * p_med
+
+        is_lossless = np.isin(self.kind, LOSSLESS)
+        converged = False
+        message = "iteration limit reached"
+        it = 0
+        rel = dp_max = np.inf
+        target = np.zeros(nl)
+        for it in range(1, opt.max_iter + 1):
+            P = np.zeros(nl)
+            Y = np.zeros(nl)
+            phi, dphi = self._pipe_phi(m, p[fr[self.pipe_idx]], p[to[self.pipe_idx]])
+            P[self.pipe_idx] = 1.0 / dphi
+            Y[self.pipe_idx] = phi / dphi
+            P[is_lossless & self.active_link] = g_lossless
+            Y[is_lossless & self.active_link] = m[is_lossless & self.active_link]      # phi = m / g, Y = P phi = m
+            ctrl = self.ctrl_idx
+            active = ctrl[status[ctrl] == LinkStatus.ACTIVE]
+            opened = ctrl[status[ctrl] == LinkStatus.OPEN]
+            closed = ctrl[status[ctrl] == LinkStatus.CLOSED]
+            P[opened] = g_lossless
+            Y[opened] = m[opened]
+            P[closed] = g_closed
+            Y[closed] = m[closed]
+            # active regulators/compressors: zero conductance, downstream node pinned to its target
+            P[active] = 0.0
+            Y[active] = m[active]
+            target[ctrl] = np.where(self.kind[ctrl] == LinkKind.COMPRESSOR_RATIO, setting[ctrl] * p[fr[ctrl]],
+                                    setting[ctrl])
+            a = m - Y
+            rhs = (-demand - np.bincount(fr, a - P * pi_fix[to], minlength=n)
+                   + np.bincount(to, a + P * pi_fix[fr], minlength=n))
+            diag_extra = np.zeros(n)
+            if len(active):
+                big = 1e8 * max(float(np.max(P)), 1e-300)
+                diag_extra += np.bincount(to[active], np.full(len(active), big), minlength=n)
+                rhs += np.bincount(to[active], big * target[active] ** 2, minlength=n)
+            rows = self.free
+            pi_new = pi_fix.copy()
+            pi_new[rows] = self.system.solve(P, diag_extra[rows], rhs[rows])
+            m_new = a + P * (pi_new[fr] - pi_new[to])
+            if len(active):
+                # flow of a pinned regulator: what its downstream node needs from it
+                others = np.where(np.isin(np.arange(nl), active), 0.0, m_new)
+                need = np.bincount(fr, others, minlength=n) - np.bincount(to, others, minlength=n) + demand
+                share = np.bincount(to[active], minlength=n)
+                m_new[active] = need[to[active]] / share[to[active]]
+            m_new[~self.active_link] = 0.0
+            p_new = np.where(self.supplied, np.sqrt(np.maximum(pi_new, 1.0)), 0.0)
+            m_old = m
+            dm = np.abs(m_new - m).sum()
+            rel = dm / max(np.abs(m_new).sum(), 1e-300)
+            dp_max = float(np.max(np.abs(p_new - p)[self.supplied])) if self.supplied.any() else 0.0
+            m, p = m_new, p_new
+            dm_max = float(np.max(np.abs(m_new - m_old))) if nl else 0.0
+            if (rel <= opt.tol_flow or dm_max <= opt.tol_flow_abs_kg_s) and dp_max <= opt.tol_pressure_pa:
+                changed = self._update_status(status, m, p, target)
+                if not changed:
+                    converged = True
+                    message = "converged"
+                    break
+            elif rel < 1e-4:
+                self._update_status(status, m, p, target)
+
+        # results
+        closed_now = np.zeros(nl, bool)
+        closed_now[self.ctrl_idx] = status[self.ctrl_idx] == LinkStatus.CLOSED
+        closed_now |= self.static_closed
+        m = np.where(closed_now, 0.0, m)
+        supplied = _components(model, ~closed_now)
+        outflow = np.bincount(fr, m, minlength=n) - np.bincount(to, m, minlength=n)
+        balance = outflow + demand
+        residual = float(np.max(np.abs(balance[self.free & supplied]))) if (self.free & supplied).any() else 0.0
+        node_demand = np.where(self.fixed, -outflow, demand)
+        node_demand = np.where(supplied, node_demand, 0.0)
+        p = np.where(supplied, p, 0.0)
+        rho_node = np.where(supplied, self.density(np.maximum(p, 1.0)), 0.0)
+        area = 0.25 * np.pi * links.diameter_m ** 2
+        rho_link = 0.5 * (rho_node[fr] + rho_node[to])
+        velocity = np.where(self.is_pipe & (rho_link > 0) & (area > 0), m / np.maximum(rho_link * area, 1e-300), 0.0)
+        phi, _ = self._pipe_phi(m, p[fr[self.pipe_idx]], p[to[self.pipe_idx]])
+        ok = supplied[fr[self.pipe_idx]]
+        law_res = (p[fr[self.pipe_idx]] ** 2 - p[to[self.pipe_idx]] ** 2 - phi) / np.maximum(
+            p[fr[self.pipe_idx]] + p[to[self.pipe_idx]], 1.0)
+        max_pipe_res = float(np.max(np.abs(law_res[ok]))) if ok.any() else 0.0
+        final_status = status.copy()
+        final_status[closed_now] = LinkStatus.CLOSED
+        return SolveResult(converged=converged, iterations=it, residual=residual, message=message,
+                           node_pressure_pa=p, node_head_m=np.full(n, np.nan), link_flow=m,
+                           link_velocity_m_s=velocity, link_status=final_status, unsupplied=~supplied,
+                           node_demand=node_demand, elapsed_s=time.perf_counter() - t0,
+                           extra={"max_pipe_residual_pa": max_pipe_res, "last_rel_flow_change": float(rel),
+                                  "last_max_dp_pa": float(dp_max),
+                                  "linear_backend": self.system.backend})
+
+    def _update_status(self, status, m, p, target) -> bool:
+        """EPANET-style switching of regulators (PRV) and compressors; True if any changed."""
+        tol = self.options.status_tol_pa
+        links = self.model.links
+        changed = False
+        for k in self.ctrl_idx:
+            pi_, pj = p[links.from_node[k]], p[links.to_node[k]]
+            s, q, old = target[k], m[k], status[k]
+            new = old
+            qtol = 1e-9 * max(abs(q), 1.0)
+            if self.kind[k] == LinkKind.PRV:
+                if old == LinkStatus.ACTIVE:
+                    new = LinkStatus.CLOSED if q < -qtol else LinkStatus.OPEN if pi_ < s - tol else old
+                elif old == LinkStatus.OPEN:
+                    new = LinkStatus.CLOSED if q < -qtol else LinkStatus.ACTIVE if pj > s + tol else old
+                else:
+                    if pi_ >= s + tol and pj < s - tol:
+                        new = LinkStatus.ACTIVE
+                    elif pi_ < s - tol and pi_ > pj + tol:
+                        new = LinkStatus.OPEN
+            else:  # compressors: raise the outlet to the target, never pass reverse flow
+                if old == LinkStatus.ACTIVE:
+                    new = LinkStatus.CLOSED if q < -qtol else (
+                        LinkStatus.OPEN if (self.kind[k] == LinkKind.COMPRESSOR_OUTLET and pi_ > s + tol) else old)
+                elif old == LinkStatus.OPEN:
+                    new = LinkStatus.CLOSED if q < -qtol else LinkStatus.ACTIVE if pj < s - tol else old
+                else:
+                    if pj < s - tol and pi_ > 0:
+                        new = LinkStatus.ACTIVE
+            if new != old:
+                status[k] = new
+                changed = True
+        return changed
+
+
+def solve_gas(model: NetworkModel, demand: np.ndarray | None = None, *, warm_start: SolveResult | None = None,
+              options: GasOptions | None = None) -> SolveResult:
+    """Solve ``model`` once (see ``GasSolver`` to re-solve the same topology cheaply)."""
+    return GasSolver(model, options).solve(demand, warm_start=warm_start)
