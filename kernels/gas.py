@@ -32,6 +32,7 @@ Z_LINEAR = 1
 Z_PAPAY = 2
 
 LN10 = math.log(10.0)
+RE_FLOOR = 1e-3
 
 
 @njit(cache=True)
@@ -40,6 +41,13 @@ def colebrook(re, rel_rough):
     solved by Newton in x = 1/sqrt(l) to machine precision. Returns (lambda, dlambda/dRe)."""
     if re <= 0.0:
         return 0.0, 0.0
+    if re < RE_FLOOR:
+        # Colebrook's lambda grows like (2.51/Re)^2 as Re -> 0, so lambda m|m| would jump at zero
+        # flow; below Re 1e-3 continue it as a 1/Re law (continuous, finite slope). pandapipes
+        # itself drops to Nikuradse below Re 1e-8.
+        lam1, _ = colebrook(RE_FLOOR, rel_rough)
+        lam = lam1 * RE_FLOOR / re
+        return lam, -lam / re
     a = 2.51 / re
     b = rel_rough / 3.71
     # Swamee-Jain start, then Newton on g(x) = x + 2 log10(a x + b)
@@ -141,7 +149,17 @@ def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, effici
         area = 0.25 * math.pi * d * d
         ma = abs(m[k])
         re = ma * d / (eta * area)
-        lam, dlam_dre = friction_factor(law, re, d, k_m[k], laminar_switch)
+        if law == COLEBROOK and re < RE_FLOOR and not laminar_switch:
+            # linear continuation of Colebrook near zero flow (see ``colebrook``): lambda m|m|
+            # = lambda(Re_floor) Re_floor (eta A / D) m, computed without dividing by Re
+            lam1, _ = colebrook(RE_FLOOR, k_m[k] / d)
+            lam1 = lam1 / (efficiency * efficiency)
+            lin = lam1 * RE_FLOOR * eta * area / d
+            lam = 0.0
+            dlam_dre = 0.0
+        else:
+            lin = 0.0
+            lam, dlam_dre = friction_factor(law, re, d, k_m[k], laminar_switch)
         eff = efficiency
         lam = lam / (eff * eff)
         dlam_dre = dlam_dre / (eff * eff)
@@ -153,8 +171,8 @@ def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, effici
         c = p_n * t_k * z_m / (t_n * rho_n * area * area)
         f = lam * l_m[k] / d + zeta[k]
         df_dm = dlam_dre * (d / (eta * area)) * l_m[k] / d     # d f / d|m|
-        phi[k] = c * f * m[k] * ma - rho_m * g * dz_m[k] * (p1[k] + p2[k])
-        der = c * (2.0 * f * ma + df_dm * ma * ma)
+        phi[k] = c * (f * m[k] * ma + lin * l_m[k] / d * m[k]) - rho_m * g * dz_m[k] * (p1[k] + p2[k])
+        der = c * (2.0 * f * ma + df_dm * ma * ma + lin * l_m[k] / d)
         if der < min_dphi[k]:
             der = min_dphi[k]
         dphi[k] = der

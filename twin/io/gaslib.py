@@ -404,7 +404,7 @@ def _gas_properties(net: _Net, friction: str, viscosity: float,
         normal_density_kg_m3=mean("normal_density_kg_m3", base.normal_density_kg_m3),
         temperature_k=mean("temperature_k", base.temperature_k),
         dynamic_viscosity_pa_s=viscosity,
-        normal_pressure_pa=ATMOSPHERE_BAR * BAR_PA, normal_temperature_k=273.15,
+        normal_pressure_pa=101325.0, normal_temperature_k=273.15,   # GasLib normal conditions
         compressibility=z, friction=friction,
         calorific_value_j_m3=mean("calorific_value_j_m3", base.calorific_value_j_m3),
         molar_mass_kg_kmol=mean("molar_mass_kg_kmol", base.molar_mass_kg_kmol))
@@ -415,8 +415,8 @@ def _per_link(value, link_id: str):
     if value is None:
         return None
     if isinstance(value, Mapping):
-        return value.get(link_id)
-    return float(value)
+        value = value.get(link_id)
+    return None if value is None else float(value)
 
 
 def _check_mapping_ids(value, ids: set[str], keyword: str) -> None:
@@ -522,6 +522,25 @@ def read_gaslib(net_path, scenario_path=None, *, slack: str | None = None,
 
     Setpoint keywords take one number for every such link or a mapping by link id. Without a
     scenario there are no demands. Raises ``NetworkFileError`` for any fault in either file.
+
+    >>> import pathlib, tempfile
+    >>> net = pathlib.Path(tempfile.mkdtemp()) / "two.net"
+    >>> _ = net.write_text('''<network xmlns="http://gaslib.zib.de/Gas"
+    ...   xmlns:framework="http://gaslib.zib.de/Framework"><framework:nodes>
+    ...  <source id="in" x="0" y="0"><height unit="m" value="0"/>
+    ...   <pressureMin unit="bar" value="40"/><pressureMax unit="bar" value="70"/></source>
+    ...  <sink id="out" x="1" y="0"><height unit="m" value="0"/>
+    ...   <pressureMin unit="bar" value="30"/><pressureMax unit="bar" value="70"/></sink>
+    ... </framework:nodes><framework:connections>
+    ...  <pipe id="p" from="in" to="out"><length unit="km" value="12.5"/>
+    ...   <diameter unit="mm" value="600"/><roughness unit="m" value="1e-05"/></pipe>
+    ... </framework:connections></network>''')
+    >>> m = read_gaslib(net)
+    >>> float(m.links.length_m[0]), float(m.links.diameter_m[0]), float(m.nodes.fixed_pressure_pa[0])
+    (12500.0, 0.6, 7000000.0)
+    >>> read_gaslib(net, slack="out")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: slack='out' is not a source (entry) node of ...
     """
     if compressor not in ("outlet", "ratio"):
         raise ValueError(f"compressor must be 'outlet' or 'ratio', got {compressor!r}")

@@ -69,11 +69,20 @@ class LaplacianSystem:
                           self.pos_ji, np.ascontiguousarray(diag_extra, dtype=np.float64), self.diag_pos,
                           self.values)
 
-    def solve(self, w: np.ndarray, diag_extra: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    def solve(self, w: np.ndarray, diag_extra: np.ndarray, rhs: np.ndarray,
+              x0: np.ndarray | None = None) -> np.ndarray:
+        """Solve (A D A^T + diag_extra) x = rhs. With ``x0`` (the last iterate) it solves for the
+        correction from the residual instead: the same step, but its rounding error shrinks with the
+        correction rather than staying proportional to |x| (conductances here span many decades)."""
         if self.n == 0:
             return np.zeros(0)
         self.assemble(w, diag_extra)
         m = self.matrix()
+        if x0 is not None:
+            return x0 + self._factor_solve(m, rhs - m @ x0)
+        return self._factor_solve(m, rhs)
+
+    def _factor_solve(self, m: sp.csc_matrix, rhs: np.ndarray) -> np.ndarray:
         if self.backend == "cholmod":
             if self._factor is None:
                 # simplicial: faster than supernodal on these sparse graphs without a tuned BLAS

@@ -1,0 +1,165 @@
+"""The ``pipetwin`` command: one subcommand per job. Figures print as ``key=value`` lines so scripts
+can read them; tables are for people."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+from pipetwin.twin.model import NetworkFileError, NetworkModel
+
+
+def load_network(name: str, scenario: str | None = None) -> NetworkModel:
+    """A network file or folder, or the name of a bundled example (net1, net3, schutterwald)."""
+    from pipetwin.data import DATA_DIR, example
+    from pipetwin.twin.io import read_network
+
+    path = Path(name)
+    if not path.exists() and name.lower() in ("net1", "net3", "schutterwald"):
+        path = example(name)
+    elif not path.exists() and (DATA_DIR / name).exists():
+        path = DATA_DIR / name
+    options = {"scenario": scenario} if scenario else {}
+    return read_network(path, **options)
+
+
+def solve_model(model: NetworkModel, time_s: float = 0.0, friction: str | None = None):
+    if model.is_gas:
+        from pipetwin.twin.solve.gas import GasOptions, solve_gas
+
+        return solve_gas(model, options=GasOptions(friction=friction))
+    from pipetwin.twin.solve.water import solve_water
+
+    return solve_water(model, time_s)
+
+
+def write_solution(model: NetworkModel, result, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "node_pressure.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "pressure_pa"])
+        for nid, p in zip(model.nodes.ids, result.node_pressure_pa):
+            w.writerow([nid, repr(float(p))])
+    with open(out / "pipe_flow.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "flow"])
+        for lid, q in zip(model.links.ids, result.link_flow):
+            w.writerow([lid, repr(float(q))])
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    model = load_network(args.network, args.scenario)
+    t_read = time.perf_counter() - t0
+    result = solve_model(model, args.time, args.friction)
+    unit = "kg/s" if model.is_gas else "m3/s"
+    supplied = ~result.unsupplied
+    p = result.node_pressure_pa[supplied]
+    table = Table(title=f"{model.name}: steady state ({model.medium.name.lower()})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in model.summary().items():
+        if key not in ("name", "medium"):
+            table.add_row(key, str(value))
+    table.add_row("converged", str(result.converged))
+    if len(p):
+        table.add_row("min pressure", f"{p.min():,.1f} Pa")
+        table.add_row("max pressure", f"{p.max():,.1f} Pa")
+    table.add_row("total demand", f"{result.node_demand[result.node_demand > 0].sum():.6g} {unit}")
+    table.add_row("unsupplied nodes", str(int(result.unsupplied.sum())))
+    console.print(table)
+    if args.out:
+        write_solution(model, result, Path(args.out))
+        console.print(f"wrote {Path(args.out) / 'node_pressure.csv'} and {Path(args.out) / 'pipe_flow.csv'}")
+    print(f"network={model.name}")
+    print(f"nodes={model.n_nodes}")
+    print(f"links={model.n_links}")
+    print(f"converged={str(result.converged).lower()}")
+    print(f"iterations={result.iterations}")
+    print(f"residual={result.residual:.3e}")
+    print(f"read_ms={t_read * 1e3:.1f}")
+    print(f"solve_ms={result.elapsed_s * 1e3:.1f}")
+    print(f"unsupplied={int(result.unsupplied.sum())}")
+    return 0 if result.converged else 2
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    model = load_network(args.network, args.scenario)
+    out = Path(args.out)
+    if args.to == "tabular":
+        from pipetwin.twin.io.tabular import write_tabular
+
+        write_tabular(model, out)
+    elif args.to == "geojson":
+        from pipetwin.twin.io.geojson import write_geojson
+
+        write_geojson(model, out)
+    elif args.to == "inp":
+        from pipetwin.twin.io.epanet_inp import write_inp
+
+        write_inp(model, out)
+    print(f"wrote={out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "solver":
+        from pipetwin.bench.solver import main as bench_solver
+
+        return bench_solver(quick=args.quick, shared=args.shared)
+    raise SystemExit(f"unknown benchmark {args.what!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipetwin", description="pipetwin: a digital twin of a gas or water network.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("solve", help="solve a network's steady state and print a summary",
+                       description="Solve a network's steady state (gas or water) and print a summary. "
+                                   "NETWORK is an EPANET .inp, a GasLib .net, a tabular folder "
+                                   "(network.json + nodes.csv + pipes.csv) or a bundled example: "
+                                   "schutterwald, net1, net3.")
+    p.add_argument("network", nargs="?", default="schutterwald")
+    p.add_argument("--out", help="folder for node_pressure.csv and pipe_flow.csv")
+    p.add_argument("--scenario", help="GasLib nomination (.scn) for a .net network")
+    p.add_argument("--time", type=float, default=0.0, help="water: simulation time in seconds (patterns)")
+    p.add_argument("--friction", help="gas friction law (colebrook, nikuradse, swamee-jain, weymouth, "
+                                      "panhandle-a, panhandle-b); default: the network's own")
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("export", help="write a network in another format",
+                       description="Write a network as tabular CSV, GeoJSON or EPANET .inp.")
+    p.add_argument("network")
+    p.add_argument("out")
+    p.add_argument("--to", choices=["tabular", "geojson", "inp"], required=True)
+    p.add_argument("--scenario", help="GasLib nomination (.scn) for a .net network")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="run a benchmark and print key=value figures",
+                       description="Benchmarks: 'solver' times pipetwin against EPANET (through wntr) and "
+                                   "pandapipes in one process; needs the test extras and ../shared.")
+    p.add_argument("what", choices=["solver"])
+    p.add_argument("--quick", action="store_true", help="fewer repetitions, skip the 100k-node case")
+    p.add_argument("--shared", default=None, help="path of the shared benchmarks folder")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NetworkFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
