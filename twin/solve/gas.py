@@ -35,7 +35,7 @@ class GasOptions:
     tol_pressure_pa: float = 1e-4      # max |dp| between iterations (or 1e-10 of the source pressure)
     tol_law_pa: float = 1e-3           # max |pipe law residual| / (p1 + p2), Pa (pandapipes: 0.1 Pa)
     status_tol_pa: float = 1e-2        # hysteresis of regulator / compressor switching
-    lossless_ratio: float = 1e6        # conductance of lossless links relative to the median pipe
+    lossless_ratio: float = 1e4        # conductance of lossless links relative to the median pipe
     closed_ratio: float = 1e-10        # conductance of closed links relative to the median pipe
     backend: str = "auto"
 
@@ -73,13 +73,9 @@ class GasSolver:
             raise ValueError(f"source {nodes.ids[np.argmax(bad)]!r} has no positive fixed pressure")
         self.fixed = fixed
         self.free = self.supplied & ~fixed
-        self.row = np.full(model.n_nodes, -1, np.int64)
-        self.row[self.free] = np.arange(int(self.free.sum()))
         self.active_link = ~self.static_closed & self.supplied[links.from_node] & self.supplied[links.to_node]
-        fr, to = links.from_node.astype(np.int64), links.to_node.astype(np.int64)
-        self.link_i = np.where(self.active_link, self.row[fr], -1)
-        self.link_j = np.where(self.active_link, self.row[to], -1)
-        self.system = LaplacianSystem(int(self.free.sum()), self.link_i, self.link_j, self.options.backend)
+        self._systems: dict[tuple, tuple[LaplacianSystem, np.ndarray]] = {}
+        self.system, _ = self._system_for(())
         self.is_pipe = (self.kind == LinkKind.PIPE) | (self.kind == LinkKind.RESISTOR)
         self.pipe_idx = np.flatnonzero(self.is_pipe & self.active_link)
         self.ctrl_idx = np.flatnonzero(np.isin(self.kind, CONTROLLED) & self.active_link)
@@ -88,12 +84,30 @@ class GasSolver:
         if friction not in gk.FRICTION_CODES:
             raise ValueError(f"unknown friction law {friction!r}; one of {sorted(gk.FRICTION_CODES)}")
         self.law = gk.FRICTION_CODES[friction]
-        self.floor_factor = 1e-3
+        # floor of dphi/dm as a share of the laminar slope: pure Colebrook is nearly flat in m at
+        # low Re (lambda m^2 ~ constant), so its floor must sit low to keep Newton quadratic there;
+        # laws whose slope only vanishes at m = 0 are best damped by the full laminar slope
+        self.floor_factor = 1e-3 if (self.law == gk.COLEBROOK and not self.options.laminar_switch) else 1.0
         c = g.compressibility
         if c.model not in Z_CODES:
             raise ValueError(f"unknown compressibility model {c.model!r}")
         self.zargs = (Z_CODES[c.model], c.z, c.offset, c.slope_per_pa, c.pseudocritical_pressure_pa,
                       c.pseudocritical_temperature_k)
+
+    def _system_for(self, pinned: tuple) -> tuple[LaplacianSystem, np.ndarray]:
+        """The linear system over free nodes less the ``pinned`` ones (held by active regulators
+        or compressors), and its row map. One symbolic analysis per distinct pinned set."""
+        if pinned not in self._systems:
+            free = self.free.copy()
+            free[list(pinned)] = False
+            row = np.full(self.model.n_nodes, -1, np.int64)
+            row[free] = np.arange(int(free.sum()))
+            fr = self.model.links.from_node.astype(np.int64)
+            to = self.model.links.to_node.astype(np.int64)
+            link_i = np.where(self.active_link, row[fr], -1)
+            link_j = np.where(self.active_link, row[to], -1)
+            self._systems[pinned] = (LaplacianSystem(int(free.sum()), link_i, link_j, self.options.backend), row)
+        return self._systems[pinned]
 
     # -- physics helpers ------------------------------------------------------------------------
     def _pipe_phi(self, m, p_from, p_to):
@@ -203,16 +217,14 @@ class GasSolver:
             target[ctrl] = np.where(self.kind[ctrl] == LinkKind.COMPRESSOR_RATIO, setting[ctrl] * p[fr[ctrl]],
                                     setting[ctrl])
             a = m - Y
-            rhs = (-demand - np.bincount(fr, a - P * pi_fix[to], minlength=n)
-                   + np.bincount(to, a + P * pi_fix[fr], minlength=n))
-            diag_extra = np.zeros(n)
-            if len(active):
-                big = 1e8 * max(float(np.max(P)), 1e-300)
-                diag_extra += np.bincount(to[active], np.full(len(active), big), minlength=n)
-                rhs += np.bincount(to[active], big * target[active] ** 2, minlength=n)
-            rows = self.free
+            pinned = tuple(np.unique(to[active]).tolist())
+            system, row = self._system_for(pinned)
             pi_new = pi_fix.copy()
-            pi_new[rows] = self.system.solve(P, diag_extra[rows], rhs[rows], x0=(p * p)[rows])
+            pi_new[to[active]] = target[active] ** 2
+            rhs = (-demand - np.bincount(fr, a - P * pi_new[to], minlength=n)
+                   + np.bincount(to, a + P * pi_new[fr], minlength=n))
+            rows = row >= 0
+            pi_new[rows] = system.solve(P, np.zeros(system.n), rhs[rows], x0=(p * p)[rows])
             m_new = a + P * (pi_new[fr] - pi_new[to])
             if len(active):
                 # flow of a pinned regulator: what its downstream node needs from it
@@ -252,13 +264,16 @@ class GasSolver:
         final_law = (p[fr[self.pipe_idx]] ** 2 - p[to[self.pipe_idx]] ** 2 - phi) / np.maximum(
             p[fr[self.pipe_idx]] + p[to[self.pipe_idx]], 1.0)
         max_pipe_res = float(np.max(np.abs(final_law[ok]))) if ok.any() else 0.0
+        lossless_now = np.isin(self.kind, LOSSLESS) & self.active_link & ~closed_now
+        lossless_now[self.ctrl_idx] = status[self.ctrl_idx] == LinkStatus.OPEN
+        lossless_dp = float(np.max(np.abs(p[fr] - p[to])[lossless_now])) if lossless_now.any() else 0.0
         final_status = status.copy()
         final_status[closed_now] = LinkStatus.CLOSED
         return SolveResult(converged=converged, iterations=it, residual=residual, message=message,
                            node_pressure_pa=p, node_head_m=np.full(n, np.nan), link_flow=m,
                            link_velocity_m_s=velocity, link_status=final_status, unsupplied=~supplied,
                            node_demand=node_demand, elapsed_s=time.perf_counter() - t0,
-                           extra={"max_pipe_residual_pa": max_pipe_res, "law_residual_pa": law_res, "last_max_dp_pa": float(dp_max),
+                           extra={"max_pipe_residual_pa": max_pipe_res, "max_lossless_dp_pa": lossless_dp, "law_residual_pa": law_res, "last_max_dp_pa": float(dp_max),
                                   "linear_backend": self.system.backend})
 
     def _update_status(self, status, m, p, target) -> bool:

@@ -218,3 +218,25 @@ def test_undeliverable_demand_is_reported_not_hidden():
     assert not r.converged
     assert "n1" in r.message and "cannot" in r.message
     assert np.isfinite(r.node_pressure_pa).all()
+
+
+def test_gaslib_134_every_nomination_converges(networks_dir):
+    """GasLib-134 (greek transmission network, 55-66 bar) with its compressor station holding
+    its outlet and its control valve holding its setpoint, for each shipped nomination."""
+    from pipetwin.twin.io.gaslib import read_gaslib
+
+    folder = networks_dir / "gaslib" / "GasLib-134"
+    scenarios = sorted((folder / "Nominations-134-v2").glob("*.scn"))
+    assert len(scenarios) == 20
+    for scn in scenarios:
+        model = read_gaslib(folder / "GasLib-134-v2.net", scn)
+        r = solve_gas(model)
+        assert r.converged, f"{scn.name}: {r.message}"
+        assert not r.unsupplied.any()
+        # the slack source delivers what the nomination does not balance itself
+        slack = model.nodes.kind == NodeKind.SOURCE
+        assert -r.node_demand[slack].sum() == pytest.approx(model.base_demand().sum(), rel=1e-8)
+        for k in np.flatnonzero(np.isin(model.links.kind, [LinkKind.PRV, LinkKind.COMPRESSOR_OUTLET])):
+            assert r.link_status[k] == LinkStatus.ACTIVE, scn.name
+            assert r.node_pressure_pa[model.links.to_node[k]] == pytest.approx(model.links.setting[k], rel=1e-9)
+        assert r.extra["max_lossless_dp_pa"] < 10.0
