@@ -36,23 +36,27 @@ RE_FLOOR = 1e-3
 
 
 @njit(cache=True)
-def colebrook(re, rel_rough):
+def colebrook(re, rel_rough, guess):
     """Darcy friction factor from Colebrook-White, 1/sqrt(l) = -2 log10(2.51/(Re sqrt(l)) + k/(3.71 D)),
-    solved by Newton in x = 1/sqrt(l) to machine precision. Returns (lambda, dlambda/dRe)."""
+    solved by Newton in x = 1/sqrt(l) to machine precision, from ``guess`` (a previous lambda) when
+    positive, else from Swamee-Jain (no default arguments: numba's cache mishandles them). Returns (lambda, dlambda/dRe)."""
     if re <= 0.0:
         return 0.0, 0.0
     if re < RE_FLOOR:
         # Colebrook's lambda grows like (2.51/Re)^2 as Re -> 0, so lambda m|m| would jump at zero
         # flow; below Re 1e-3 continue it as a 1/Re law (continuous, finite slope). pandapipes
         # itself drops to Nikuradse below Re 1e-8.
-        lam1, _ = colebrook(RE_FLOOR, rel_rough)
+        lam1, _ = colebrook(RE_FLOOR, rel_rough, 0.0)
         lam = lam1 * RE_FLOOR / re
         return lam, -lam / re
     a = 2.51 / re
     b = rel_rough / 3.71
     # Swamee-Jain start, then Newton on g(x) = x + 2 log10(a x + b)
-    sj = 0.25 / math.log10(rel_rough / 3.7 + 5.74 / re ** 0.9) ** 2
-    x = 1.0 / math.sqrt(sj)
+    if guess > 0.0:
+        x = 1.0 / math.sqrt(guess)
+    else:
+        sj = 0.25 / math.log10(rel_rough / 3.7 + 5.74 / re ** 0.9) ** 2
+        x = 1.0 / math.sqrt(sj)
     if not (x > 0.0) or x > 1e6:
         x = 1.0
     for _ in range(60):
@@ -78,7 +82,7 @@ def colebrook(re, rel_rough):
 
 
 @njit(cache=True)
-def friction_factor(law, re, d_m, k_m, laminar_switch):
+def friction_factor(law, re, d_m, k_m, laminar_switch, guess):
     """Darcy friction factor and its derivative with respect to Re for the chosen law.
 
     ``laminar_switch``: below Re 2320 use Hagen-Poiseuille 64/Re whenever it is the larger value
@@ -86,7 +90,7 @@ def friction_factor(law, re, d_m, k_m, laminar_switch):
     lam = 0.0
     dlam = 0.0
     if law == COLEBROOK:
-        lam, dlam = colebrook(re, k_m / d_m)
+        lam, dlam = colebrook(re, k_m / d_m, guess)
     elif law == NIKURADSE:
         lam = 1.0 / (2.0 * math.log10(d_m / k_m) + 1.14) ** 2
     elif law == SWAMEE_JAIN:
@@ -139,11 +143,12 @@ def mean_pressure(p1, p2):
 @njit(cache=True)
 def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency,
                eta, rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc,
-               min_dphi, phi, dphi):
+               min_dphi, lam_cache, phi, dphi):
     """For every pipe: phi(m) = p1^2 - p2^2 as the pipe law gives it at flow m (with Z_m and rho_m
     from the current pressures), and dphi/dm (floored at ``min_dphi`` so zero flow stays finite).
 
-    dz_m = h_from - h_to. Writes into ``phi`` and ``dphi``."""
+    dz_m = h_from - h_to. Writes into ``phi`` and ``dphi``; ``lam_cache`` holds each pipe's last
+    friction factor (0 = none) and is updated, so Colebrook's inner Newton starts close."""
     for k in range(m.shape[0]):
         d = d_m[k]
         area = 0.25 * math.pi * d * d
@@ -152,14 +157,15 @@ def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, effici
         if law == COLEBROOK and re < RE_FLOOR and not laminar_switch:
             # linear continuation of Colebrook near zero flow (see ``colebrook``): lambda m|m|
             # = lambda(Re_floor) Re_floor (eta A / D) m, computed without dividing by Re
-            lam1, _ = colebrook(RE_FLOOR, k_m[k] / d)
+            lam1, _ = colebrook(RE_FLOOR, k_m[k] / d, 0.0)
             lam1 = lam1 / (efficiency * efficiency)
             lin = lam1 * RE_FLOOR * eta * area / d
             lam = 0.0
             dlam_dre = 0.0
         else:
             lin = 0.0
-            lam, dlam_dre = friction_factor(law, re, d, k_m[k], laminar_switch)
+            lam, dlam_dre = friction_factor(law, re, d, k_m[k], laminar_switch, lam_cache[k])
+            lam_cache[k] = lam
         eff = efficiency
         lam = lam / (eff * eff)
         dlam_dre = dlam_dre / (eff * eff)

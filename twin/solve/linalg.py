@@ -60,6 +60,7 @@ class LaplacianSystem:
             raise ValueError("backend 'cholmod' needs scikit-sparse (pip install 'pipetwin[fast]')")
         self.backend = backend
         self._factor = None
+        self._numeric = None     # solve with the last numeric factorization
 
     def matrix(self) -> sp.csc_matrix:
         return sp.csc_matrix((self.values, self.indices, self.indptr), shape=(self.n, self.n))
@@ -70,14 +71,21 @@ class LaplacianSystem:
                           self.values)
 
     def solve(self, w: np.ndarray, diag_extra: np.ndarray, rhs: np.ndarray,
-              x0: np.ndarray | None = None) -> np.ndarray:
+              x0: np.ndarray | None = None, refactor: bool = True) -> np.ndarray:
         """Solve (A D A^T + diag_extra) x = rhs. With ``x0`` (the last iterate) it solves for the
         correction from the residual instead: the same step, but its rounding error shrinks with the
-        correction rather than staying proportional to |x| (conductances here span many decades)."""
+        correction rather than staying proportional to |x| (conductances here span many decades).
+
+        ``refactor=False`` keeps the last numeric factorization (a chord step): with ``x0`` the
+        iteration still converges to the exact solution, only no longer quadratically."""
         if self.n == 0:
             return np.zeros(0)
         self.assemble(w, diag_extra)
         m = self.matrix()
+        if not refactor and self._numeric is not None:
+            if x0 is None:
+                raise ValueError("a solve with an old factorization needs x0")
+            return x0 + self._numeric(rhs - m @ x0)
         if x0 is not None:
             return x0 + self._factor_solve(m, rhs - m @ x0)
         return self._factor_solve(m, rhs)
@@ -88,8 +96,10 @@ class LaplacianSystem:
                 # simplicial: faster than supernodal on these sparse graphs without a tuned BLAS
                 self._factor = _cholmod_analyze(m, mode="simplicial")
             self._factor.cholesky_inplace(m)
+            self._numeric = self._factor
             return self._factor(rhs)
         from scipy.sparse.linalg import splu
 
         lu = splu(m, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+        self._numeric = lu.solve
         return lu.solve(rhs)

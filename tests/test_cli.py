@@ -1,0 +1,65 @@
+"""The pipetwin command as a user runs it: in a subprocess, reading what it prints."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from pipetwin.cli import build_parser
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "pipetwin.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def figures(stdout):
+    return dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line and " " not in line)
+
+
+@pytest.mark.parametrize("network,nodes", [("schutterwald", 2559), ("net1", 11), ("net3", 97)])
+def test_solve_bundled_examples(tmp_path, network, nodes):
+    out = tmp_path / "out"
+    res = run("solve", network, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    f = figures(res.stdout)
+    assert f["converged"] == "true" and int(f["nodes"]) == nodes and int(f["iterations"]) > 0
+    with open(out / "node_pressure.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == nodes and set(rows[0]) == {"id", "pressure_pa"}
+    with open(out / "pipe_flow.csv") as fh:
+        assert set(next(csv.DictReader(fh))) == {"id", "flow"}
+
+
+def test_solve_gaslib_with_scenario(networks_dir):
+    folder = networks_dir / "gaslib" / "GasLib-134"
+    res = run("solve", str(folder / "GasLib-134-v2.net"), "--scenario",
+              str(folder / "Nominations-134-v2" / "2011-11-01.scn"))
+    assert res.returncode == 0, res.stderr
+    assert figures(res.stdout)["converged"] == "true"
+
+
+def test_bad_network_gives_a_clean_error(tmp_path):
+    bad = tmp_path / "bad.inp"
+    bad.write_text("[JUNCTIONS]\nJ1 not-a-number\n[END]\n")
+    res = run("solve", str(bad))
+    assert res.returncode == 1
+    assert "bad.inp" in res.stderr and "line 2" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_export_round_trip(tmp_path):
+    res = run("export", "schutterwald", str(tmp_path / "geo.json"), "--to", "geojson")
+    assert res.returncode == 0, res.stderr
+    res = run("export", "net1", str(tmp_path / "net1.inp"), "--to", "inp")
+    assert res.returncode == 0, res.stderr
+    assert run("solve", str(tmp_path / "net1.inp")).returncode == 0
+
+
+def test_every_subcommand_has_help():
+    parser = build_parser()
+    subs = parser._subparsers._group_actions[0].choices
+    for name in subs:
+        res = run(name, "--help")
+        assert res.returncode == 0 and "usage: pipetwin " + name in res.stdout
