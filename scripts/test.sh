@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    if ! dpkg -s libsuitesparse-dev >/dev/null 2>&1; then
-        apt-get update -qq && apt-get install -y -qq libsuitesparse-dev >/dev/null
+    if ! dpkg -s libsuitesparse-dev libopenblas0-pthread >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq libsuitesparse-dev libopenblas0-pthread >/dev/null
     fi
 fi
 python3 -m venv .venv

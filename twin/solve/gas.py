@@ -32,7 +32,7 @@ class GasOptions:
     friction: str | None = None        # None: the model's own (model.gas.friction)
     laminar_switch: bool = False       # 64/Re below Re 2320 when larger than the turbulent law
     max_iter: int = 100
-    tol_pressure_pa: float = 1e-4      # max |dp| between iterations (or 1e-10 of the source pressure)
+    tol_pressure_pa: float = 1e-3      # max |dp| between iterations (or 1e-10 of p_source); pandapipes: 0.01 Pa
     tol_law_pa: float = 1e-3           # max |pipe law residual| / (p1 + p2), Pa (pandapipes: 0.1 Pa)
     status_tol_pa: float = 1e-2        # hysteresis of regulator / compressor switching
     lossless_ratio: float = 1e4        # conductance of lossless links relative to the median pipe

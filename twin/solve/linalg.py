@@ -20,6 +20,9 @@ except Exception:  # pragma: no cover - depends on the machine
     HAVE_CHOLMOD = False
 
 
+SUPERNODAL_ROWS = 50_000
+
+
 class LaplacianSystem:
     """A D A^T for links (i, j) where i or j is a free-node index (or -1 for a fixed node).
 
@@ -93,8 +96,9 @@ class LaplacianSystem:
     def _factor_solve(self, m: sp.csc_matrix, rhs: np.ndarray) -> np.ndarray:
         if self.backend == "cholmod":
             if self._factor is None:
-                # simplicial: faster than supernodal on these sparse graphs without a tuned BLAS
-                self._factor = _cholmod_analyze(m, mode="simplicial")
+                # simplicial wins on pipe graphs up to tens of thousands of rows; beyond, let CHOLMOD
+                # pick by flops per nonzero (supernodal pays off on meshes with much fill)
+                self._factor = _cholmod_analyze(m, mode="auto" if self.n > SUPERNODAL_ROWS else "simplicial")
             self._factor.cholesky_inplace(m)
             self._numeric = self._factor
             return self._factor(rhs)

@@ -827,8 +827,8 @@ def solve_options(model: NetworkModel, options: dict | None) -> dict:
 
 
 def solve_water(model: NetworkModel, time_s: float = 0.0, *, demand=None, fixed_head=None,
-                tank_head=None, warm_start: SolveResult | None = None, status=None, options=None
-                ) -> SolveResult:
+                tank_head=None, warm_start: SolveResult | None = None, status=None, options=None,
+                prepared: WaterNetwork | None = None) -> SolveResult:
     """Solve one hydraulic period of a water network as EPANET 2.2 does at ``time_s``.
 
     ``demand``: node demands (m3/s) instead of the model's patterned ones. ``fixed_head``: heads
@@ -837,10 +837,11 @@ def solve_water(model: NetworkModel, time_s: float = 0.0, *, demand=None, fixed_
     ``warm_start``: a previous result whose flows (and internal statuses) start the iterations.
     ``options``: ``accuracy``, ``trials``, ``extra_trials``, ``controls`` (apply simple controls
     due at ``time_s``, default True), ``link_setting`` (settings per link, SI).
-    The model is not changed."""
+    ``prepared``: ``prepare(model)`` done once, for a twin that re-solves the same network (it
+    keeps the factorization's symbolic analysis too). The model is not changed."""
     t0 = _time.perf_counter()
     o = solve_options(model, options)
-    net = prepare(model)
+    net = prepared if prepared is not None else prepare(model)
     state = initial_state(net, status, o.get("link_setting"))
     state.time_s = float(time_s)
     if warm_start is not None:

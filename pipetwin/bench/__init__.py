@@ -1,0 +1,1 @@
+"""Benchmarks run by `pipetwin bench` (they need the test extras: wntr, pandapipes)."""
