@@ -82,11 +82,8 @@ def colebrook(re, rel_rough, guess):
 
 
 @njit(cache=True)
-def friction_factor(law, re, d_m, k_m, laminar_switch, guess):
-    """Darcy friction factor and its derivative with respect to Re for the chosen law.
-
-    ``laminar_switch``: below Re 2320 use Hagen-Poiseuille 64/Re whenever it is the larger value
-    (a continuous switch); pandapipes' reference runs use Colebrook at every Re (switch off)."""
+def turbulent_factor(law, re, d_m, k_m, guess):
+    """Darcy friction factor of the chosen law and d(lambda)/dRe, at any Reynolds number."""
     lam = 0.0
     dlam = 0.0
     if law == COLEBROOK:
@@ -110,12 +107,30 @@ def friction_factor(law, re, d_m, k_m, laminar_switch, guess):
         if re > 0.0:
             lam = 0.00359 * re ** -0.03922
             dlam = -0.03922 * lam / re
-    if laminar_switch and re > 0.0 and re < 2320.0:
-        lam_l = 64.0 / re
-        if lam_l > lam:
-            lam = lam_l
-            dlam = -64.0 / (re * re)
     return lam, dlam
+
+
+RE_LAMINAR = 2000.0
+RE_TURBULENT = 4000.0
+
+
+@njit(cache=True)
+def friction_factor(law, re, d_m, k_m, laminar_switch, guess):
+    """Darcy friction factor and its derivative with respect to Re for the chosen law.
+
+    ``laminar_switch``: Hagen-Poiseuille 64/Re below Re 2000, the law above 4000, and a linear
+    blend between (continuous, as EPANET bridges the same gap). pandapipes' reference runs use
+    Colebrook at every Re (switch off)."""
+    if not laminar_switch or re >= RE_TURBULENT:
+        return turbulent_factor(law, re, d_m, k_m, guess)
+    if re <= 0.0:
+        return 0.0, 0.0
+    if re <= RE_LAMINAR:
+        return 64.0 / re, -64.0 / (re * re)
+    lam_t, _ = turbulent_factor(law, RE_TURBULENT, d_m, k_m, guess)
+    lam_l = 64.0 / RE_LAMINAR
+    w = (re - RE_LAMINAR) / (RE_TURBULENT - RE_LAMINAR)
+    return lam_l + w * (lam_t - lam_l), (lam_t - lam_l) / (RE_TURBULENT - RE_LAMINAR)
 
 
 @njit(cache=True)

@@ -483,3 +483,529 @@ def update_flows(ltype, status, P, Y, n1, n2, row, excluded_link, head, elevatio
     if qsum > hacc_si:
         return dqsum / qsum, noise / qsum
     return dqsum, noise
+
+
+# -- sparse Cholesky of the GGA matrix (CSparse's up-looking cs_chol) ---------------------------
+# The matrix A over the free rows is stored permuted (fill-reducing order ``perm``: new -> old
+# row) as its upper triangle by columns (``cp``, ``ci``, ``cx``). Each trial rewrites ``cx``,
+# factorizes numerically into L (``lp`` from the symbolic pass, ``li``/``lx`` filled in) and
+# solves, all without leaving compiled code.
+@njit(cache=True)
+def _ereach(cp, ci, k, parent, s, mark):
+    """Nonzero pattern of row k of L (the reach of column k's entries in the elimination tree),
+    in s[top:n] in topological order. ``mark`` must be all False on entry and is left so."""
+    n = parent.shape[0]
+    top = n
+    mark[k] = True
+    for p in range(cp[k], cp[k + 1]):
+        i = ci[p]
+        if i > k:
+            continue
+        ln = 0
+        while not mark[i]:
+            s[ln] = i
+            ln += 1
+            mark[i] = True
+            i = parent[i]
+        while ln > 0:
+            top -= 1
+            ln -= 1
+            s[top] = s[ln]
+    for p in range(top, n):
+        mark[s[p]] = False
+    mark[k] = False
+    return top
+
+
+@njit(cache=True)
+def chol_symbolic(n, cp, ci, parent, lp, s, mark):
+    """Elimination tree (``parent``) of the upper-triangular CSC pattern and L's column
+    pointers ``lp`` (n + 1). Returns nnz(L)."""
+    ancestor = np.empty(n, np.int64)
+    for k in range(n):
+        parent[k] = -1
+        ancestor[k] = -1
+        for p in range(cp[k], cp[k + 1]):
+            i = ci[p]
+            while i != -1 and i < k:
+                inext = ancestor[i]
+                ancestor[i] = k
+                if inext == -1:
+                    parent[i] = k
+                i = inext
+    count = np.zeros(n, np.int64)
+    for k in range(n):
+        top = _ereach(cp, ci, k, parent, s, mark)
+        for p in range(top, n):
+            count[s[p]] += 1
+        count[k] += 1
+    lp[0] = 0
+    for k in range(n):
+        lp[k + 1] = lp[k] + count[k]
+    return lp[n]
+
+
+@njit(cache=True)
+def chol_numeric(n, cp, ci, cx, parent, lp, li, lx, x, s, c, mark):
+    """L L^T = C numerically (cs_chol). Returns False when C is not positive definite."""
+    for k in range(n):
+        c[k] = lp[k]
+        x[k] = 0.0
+    for k in range(n):
+        top = _ereach(cp, ci, k, parent, s, mark)
+        x[k] = 0.0
+        for p in range(cp[k], cp[k + 1]):
+            if ci[p] <= k:
+                x[ci[p]] += cx[p]
+        d = x[k]
+        x[k] = 0.0
+        for t in range(top, n):
+            i = s[t]
+            lki = x[i] / lx[lp[i]]
+            x[i] = 0.0
+            for p in range(lp[i] + 1, c[i]):
+                x[li[p]] -= lx[p] * lki
+            d -= lki * lki
+            p = c[i]
+            c[i] += 1
+            li[p] = k
+            lx[p] = lki
+        if not d > 0.0:
+            return False
+        p = c[k]
+        c[k] += 1
+        li[p] = k
+        lx[p] = math.sqrt(d)
+    return True
+
+
+@njit(cache=True)
+def chol_solve(n, lp, li, lx, x):
+    """x <- L^-T L^-1 x in place (permuted space)."""
+    for j in range(n):
+        x[j] /= lx[lp[j]]
+        for p in range(lp[j] + 1, lp[j + 1]):
+            x[li[p]] -= lx[p] * x[j]
+    for j in range(n - 1, -1, -1):
+        for p in range(lp[j] + 1, lp[j + 1]):
+            x[j] -= lx[p] * x[li[p]]
+        x[j] /= lx[lp[j]]
+
+
+@njit(cache=True)
+def _sym_upper_residual(n, cp, ci, cx, b, x, res):
+    """res = b - C x for symmetric C stored as its upper triangle."""
+    for i in range(n):
+        res[i] = b[i]
+    for k in range(n):
+        for p in range(cp[k], cp[k + 1]):
+            i = ci[p]
+            v = cx[p]
+            res[i] -= v * x[k]
+            if i != k:
+                res[k] -= v * x[i]
+
+
+@njit(cache=True)
+def gga_matrix_pattern(n1, n2, row, excluded_link, pinv, n):
+    """Upper-triangular CSC pattern of the permuted GGA matrix and, per link, the positions of
+    its entries: diagonal of the new row of each free end and the off-diagonal (-1 if none)."""
+    m = n1.shape[0]
+    cnt = np.ones(n, np.int64)                 # the diagonal
+    for k in range(m):
+        if excluded_link[k]:
+            continue
+        ra = row[n1[k]]
+        rb = row[n2[k]]
+        if ra >= 0 and rb >= 0 and ra != rb:
+            a = pinv[ra]
+            b = pinv[rb]
+            cnt[max(a, b)] += 1
+    cp = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        cp[j + 1] = cp[j] + cnt[j]
+    ci = np.full(cp[n], -1, np.int64)
+    fill = cp[:n].copy()
+    diag_pos = np.empty(n, np.int64)
+    for j in range(n):                         # diagonal first in each column
+        diag_pos[j] = fill[j]
+        ci[fill[j]] = j
+        fill[j] += 1
+    pos_a = np.full(m, -1, np.int64)
+    pos_b = np.full(m, -1, np.int64)
+    pos_ab = np.full(m, -1, np.int64)
+    for k in range(m):
+        if excluded_link[k]:
+            continue
+        ra = row[n1[k]]
+        rb = row[n2[k]]
+        if ra >= 0 and rb >= 0 and ra == rb:
+            continue                           # a loop on one node: no net entry
+        if ra >= 0:
+            pos_a[k] = diag_pos[pinv[ra]]
+        if rb >= 0:
+            pos_b[k] = diag_pos[pinv[rb]]
+        if ra >= 0 and rb >= 0:
+            a = pinv[ra]
+            b = pinv[rb]
+            lo = min(a, b)
+            hi = max(a, b)
+            found = -1
+            for p in range(cp[hi], fill[hi]):  # a parallel link shares the entry
+                if ci[p] == lo:
+                    found = p
+                    break
+            if found < 0:
+                found = fill[hi]
+                ci[found] = lo
+                fill[hi] += 1
+            pos_ab[k] = found
+    # compact: parallel links left unused slots
+    newpos = np.full(ci.shape[0], -1, np.int64)
+    cp2 = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        cp2[j + 1] = cp2[j] + (fill[j] - cp[j])
+    ci2 = np.empty(cp2[n], np.int64)
+    for j in range(n):
+        for t in range(fill[j] - cp[j]):
+            newpos[cp[j] + t] = cp2[j] + t
+            ci2[cp2[j] + t] = ci[cp[j] + t]
+    for j in range(n):
+        diag_pos[j] = newpos[diag_pos[j]]
+    for k in range(m):
+        if pos_a[k] >= 0:
+            pos_a[k] = newpos[pos_a[k]]
+        if pos_b[k] >= 0:
+            pos_b[k] = newpos[pos_b[k]]
+        if pos_ab[k] >= 0:
+            pos_ab[k] = newpos[pos_ab[k]]
+    return cp2, ci2, diag_pos, pos_a, pos_b, pos_ab
+
+
+# -- status checks (hydstatus.c) -----------------------------------------------------------------
+@njit(cache=True)
+def cv_status(s, dh, q):
+    """cvstatus: a check valve closes on reverse head or reverse flow."""
+    if abs(dh) > HTOL_SI:
+        if dh < -HTOL_SI or q < -QTOL_SI:
+            return ST_CLOSED
+        return ST_OPEN
+    if q < -QTOL_SI:
+        return ST_CLOSED
+    return s
+
+
+@njit(cache=True)
+def valve_status(ltype, n1, n2, km, elevation, valve_links, status, setting, head, flow):
+    """valvestatus: PRV/PSV switch between ACTIVE, OPEN and CLOSED around their setting."""
+    change = False
+    htol = HTOL_SI
+    qtol = QTOL_SI
+    for m in range(valve_links.shape[0]):
+        k = valve_links[m]
+        t = ltype[k]
+        if t == LT_FCV or np.isnan(setting[k]):
+            continue
+        a = n1[k]
+        b = n2[k]
+        s = status[k]
+        h1 = head[a]
+        h2 = head[b]
+        q = flow[k]
+        hml = km[k] * q * q
+        new = s
+        if t == LT_PRV:
+            hset = elevation[b] + setting[k]
+            if s == ST_ACTIVE:
+                if q < -qtol:
+                    new = ST_CLOSED
+                elif h1 - hml < hset - htol:
+                    new = ST_OPEN
+                else:
+                    new = ST_ACTIVE
+            elif s == ST_OPEN:
+                if q < -qtol:
+                    new = ST_CLOSED
+                elif h2 >= hset + htol:
+                    new = ST_ACTIVE
+                else:
+                    new = ST_OPEN
+            elif s == ST_CLOSED:
+                if h1 >= hset + htol and h2 < hset - htol:
+                    new = ST_ACTIVE
+                elif h1 < hset - htol and h1 > h2 + htol:
+                    new = ST_OPEN
+            elif s == ST_XPRESSURE and q < -qtol:
+                new = ST_CLOSED
+        else:
+            hset = elevation[a] + setting[k]
+            if s == ST_ACTIVE:
+                if q < -qtol:
+                    new = ST_CLOSED
+                elif h2 + hml > hset + htol:
+                    new = ST_OPEN
+                else:
+                    new = ST_ACTIVE
+            elif s == ST_OPEN:
+                if q < -qtol:
+                    new = ST_CLOSED
+                elif h1 < hset - htol:
+                    new = ST_ACTIVE
+                else:
+                    new = ST_OPEN
+            elif s == ST_CLOSED:
+                if h2 > hset + htol and h1 > h2 + htol:
+                    new = ST_OPEN
+                elif h1 >= hset + htol and h1 > h2 + htol:
+                    new = ST_ACTIVE
+            elif s == ST_XPRESSURE and q < -qtol:
+                new = ST_CLOSED
+        if new != s:
+            status[k] = new
+            change = True
+    return change
+
+
+@njit(cache=True)
+def _tank2_link_status(k, a, b, tank_of_node, tank_hmax, tank_hmin, status, head):
+    """tank2linkstatus: a link between two fixed-head nodes closes if one tank is full and
+    receives flow, or empty and gives flow."""
+    h1 = head[a]
+    h2 = head[b]
+    j1 = tank_of_node[a]
+    j2 = tank_of_node[b]
+    close = False
+    if j1 >= 0:
+        if h1 >= tank_hmax[j1] - HTOL_SI and h2 >= h1:
+            close = True
+        elif h1 <= tank_hmin[j1] + HTOL_SI and h1 >= h2:
+            close = True
+    if j2 >= 0 and not close:
+        if h2 >= tank_hmax[j2] - HTOL_SI and h1 >= h2:
+            close = True
+        elif h2 <= tank_hmin[j2] + HTOL_SI and h2 >= h1:
+            close = True
+    if close:
+        status[k] = ST_TEMPCLOSED
+
+
+@njit(cache=True)
+def _tank_link_status(k, ltype, n1, n2, fixed, tank_of_node, tank_hmax, tank_hmin, overflow,
+                      status, head, flow):
+    """tanklinkstatus: close a link that would fill a full tank or drain an empty one."""
+    if status[k] <= ST_CLOSED:
+        return
+    a = n1[k]
+    b = n2[k]
+    if fixed[a] and fixed[b]:
+        _tank2_link_status(k, a, b, tank_of_node, tank_hmax, tank_hmin, status, head)
+        return
+    q = flow[k]
+    if fixed[a]:
+        tn = a
+        other = b
+    else:
+        tn = b
+        other = a
+        q = -q
+    j = tank_of_node[tn]
+    if j < 0:
+        return                                  # reservoir
+    h = head[tn] - head[other]
+    t = ltype[k]
+    if head[tn] >= tank_hmax[j] - HTOL_SI and not overflow[j]:
+        if t == LT_PUMP:
+            if n2[k] == tn:
+                status[k] = ST_TEMPCLOSED
+        elif cv_status(ST_OPEN, h, q) == ST_CLOSED:
+            status[k] = ST_TEMPCLOSED
+    if head[tn] <= tank_hmin[j] + HTOL_SI:
+        if t == LT_PUMP:
+            if n1[k] == tn:
+                status[k] = ST_TEMPCLOSED
+        elif cv_status(ST_CLOSED, h, q) == ST_OPEN:
+            status[k] = ST_TEMPCLOSED
+
+
+@njit(cache=True)
+def link_status(ltype, n1, n2, status_links, fixed, tank_of_node, tank_hmax, tank_hmin,
+                overflow, pump_hmax, status, setting, head, flow):
+    """linkstatus: re-open temporarily closed links, then check CVs, pumps (XHEAD above the
+    speed-scaled shutoff head), FCVs and links into full/empty tanks."""
+    change = False
+    for m in range(status_links.shape[0]):
+        k = status_links[m]
+        t = ltype[k]
+        a = n1[k]
+        b = n2[k]
+        dh = head[a] - head[b]
+        s = status[k]
+        if s == ST_XHEAD or s == ST_TEMPCLOSED:
+            status[k] = ST_OPEN
+        if t == LT_CVPIPE:
+            status[k] = cv_status(status[k], dh, flow[k])
+        if t == LT_PUMP and status[k] >= ST_OPEN and setting[k] > 0.0:
+            hmax = pump_hmax[k] * setting[k] ** 2
+            if -dh > hmax + HTOL_SI:
+                status[k] = ST_XHEAD
+        if t == LT_FCV and not np.isnan(setting[k]):
+            if head[a] - head[b] < -HTOL_SI or flow[k] < -QTOL_SI:
+                status[k] = ST_XFCV
+            elif s == ST_XFCV and flow[k] >= setting[k]:
+                status[k] = ST_ACTIVE
+            else:
+                status[k] = s
+        if fixed[a] or fixed[b]:
+            _tank_link_status(k, ltype, n1, n2, fixed, tank_of_node, tank_hmax, tank_hmin,
+                              overflow, status, head, flow)
+        if status[k] != s:
+            change = True
+    return change
+
+
+@njit(cache=True)
+def bad_valve(ltype, valve_links, status):
+    """badvalve: an active PRV/PSV/FCV may make the equations inconsistent; open it instead."""
+    for m in range(valve_links.shape[0]):
+        k = valve_links[m]
+        if status[k] == ST_ACTIVE:
+            status[k] = ST_XFCV if ltype[k] == LT_FCV else ST_XPRESSURE
+            return True
+    return False
+
+
+# -- the GGA trial loop (hydsolve) ---------------------------------------------------------------
+GGA_DONE = 0           # converged with no status change, or out of trials
+GGA_PSWITCH = 1        # converged: the caller runs the pressure controls (pswitch), then resumes
+GGA_SINGULAR = 2       # the matrix is not positive definite and no valve can be opened
+GGA_NONFINITE = 3      # the linear solve returned non-finite heads
+
+
+@njit(cache=True)
+def gga_trials(ltype, n1, n2, law, r, km, rel_rough, visc_d, hexp, rqtol, pump_type, pump_h0,
+               pump_r, pump_n, curve_id, curve_ptr, curve_x, curve_y, diameter, elevation,
+               is_const_hp, emitter_ke, qexp, valve_links, status_links, fixed, tank_of_node,
+               tank_hmax, tank_hmin, overflow, pump_hmax,
+               row, excluded_link, node_of_pos, cp, ci, cdiag, pos_a, pos_b, pos_ab,
+               parent, lp,
+               status, setting, flow, emitter_flow, head, demand, fixed_inflow,
+               P, Y, w, diag, rhs, xflow, cx, li, lx, xw, bw, rw, sw, cw, mark,
+               accuracy, max_trials, maxtrials, hacc_si, roundoff, checkfreq, maxcheck,
+               stop_at_convergence, it, nextcheck, out):
+    """EPANET's hydsolve trials from trial ``it``: coefficients, matrix, factorization, solve
+    (with one step of iterative refinement), new flows, valve and link status checks, entirely
+    compiled. Returns (code, it, nextcheck); ``out`` gets relerr, floor, target and, with
+    GGA_PSWITCH, whether the valve/link checks changed a status.
+
+    ``node_of_pos[j]`` is the node of permuted matrix row j; ``cp``/``ci`` the matrix's upper triangle, ``cdiag`` the
+    position of each permuted row's diagonal, ``pos_a``/``pos_b``/``pos_ab`` each link's entries."""
+    n = node_of_pos.shape[0]
+    relerr = out[0]
+    floor = out[1]
+    target = out[2]
+    code = GGA_DONE
+    while it <= maxtrials:
+        link_coeffs(ltype, status, setting, flow, law, r, km, rel_rough, visc_d, hexp, rqtol,
+                    pump_type, pump_h0, pump_r, pump_n, curve_id, curve_ptr, curve_x, curve_y,
+                    diameter, P, Y)
+        assemble_system(ltype, status, setting, km, flow, n1, n2, row, excluded_link, head,
+                        elevation, demand, emitter_ke, emitter_flow, qexp, rqtol, valve_links,
+                        P, Y, w, diag, rhs, xflow)
+        if n > 0:
+            for p in range(cx.shape[0]):
+                cx[p] = 0.0
+            for k in range(w.shape[0]):
+                wk = w[k]
+                if wk == 0.0:
+                    continue
+                if pos_a[k] >= 0:
+                    cx[pos_a[k]] += wk
+                if pos_b[k] >= 0:
+                    cx[pos_b[k]] += wk
+                if pos_ab[k] >= 0:
+                    cx[pos_ab[k]] -= wk
+            for j in range(n):
+                ri = row[node_of_pos[j]]
+                cx[cdiag[j]] += diag[ri]
+                bw[j] = rhs[ri]
+            if not chol_numeric(n, cp, ci, cx, parent, lp, li, lx, xw, sw, cw, mark):
+                if bad_valve(ltype, valve_links, status):
+                    continue
+                code = GGA_SINGULAR
+                break
+            for j in range(n):
+                xw[j] = bw[j]
+            chol_solve(n, lp, li, lx, xw)
+            _sym_upper_residual(n, cp, ci, cx, bw, xw, rw)
+            chol_solve(n, lp, li, lx, rw)
+            finite = True
+            for j in range(n):
+                v = xw[j] + rw[j]
+                if not np.isfinite(v):
+                    finite = False
+                head[node_of_pos[j]] = v
+            if not finite:
+                code = GGA_NONFINITE
+                break
+        relerr, floor = update_flows(ltype, status, P, Y, n1, n2, row, excluded_link, head,
+                                     elevation, is_const_hp, emitter_ke, emitter_flow, qexp, rqtol,
+                                     flow, fixed_inflow, hacc_si)
+        valve_change = valve_status(ltype, n1, n2, km, elevation, valve_links, status, setting,
+                                    head, flow)
+        target = max(accuracy, roundoff * floor)
+        if relerr <= target:
+            if it > max_trials:
+                break
+            stat_change = valve_change
+            if link_status(ltype, n1, n2, status_links, fixed, tank_of_node, tank_hmax,
+                           tank_hmin, overflow, pump_hmax, status, setting, head, flow):
+                stat_change = True
+            if stop_at_convergence:
+                out[3] = 1.0 if stat_change else 0.0
+                code = GGA_PSWITCH
+                break
+            if not stat_change:
+                break
+            nextcheck = it + checkfreq
+        elif it <= maxcheck and it == nextcheck:
+            link_status(ltype, n1, n2, status_links, fixed, tank_of_node, tank_hmax, tank_hmin,
+                        overflow, pump_hmax, status, setting, head, flow)
+            nextcheck += checkfreq
+        it += 1
+    out[0] = relerr
+    out[1] = floor
+    out[2] = target
+    return code, it, nextcheck
+
+
+# -- connectivity ----------------------------------------------------------------------------------
+@njit(cache=True)
+def cut_off(n1, n2, use_link, fixed):
+    """Nodes in a connected component (over links with ``use_link``) without a fixed-head node."""
+    n = fixed.shape[0]
+    root = np.arange(n)
+    for k in range(n1.shape[0]):
+        if not use_link[k]:
+            continue
+        a = n1[k]
+        while root[a] != a:
+            root[a] = root[root[a]]
+            a = root[a]
+        b = n2[k]
+        while root[b] != b:
+            root[b] = root[root[b]]
+            b = root[b]
+        if a != b:
+            root[a] = b
+    supplied = np.zeros(n, np.bool_)
+    for i in range(n):
+        a = i
+        while root[a] != a:
+            a = root[a]
+        root[i] = a
+        if fixed[i]:
+            supplied[a] = True
+    out = np.empty(n, np.bool_)
+    for i in range(n):
+        out[i] = not supplied[root[i]]
+    return out

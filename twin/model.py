@@ -276,10 +276,10 @@ class NetworkModel:
     def node_demand(self, time_s: float = 0.0) -> np.ndarray:
         """Total demand per node at ``time_s`` (SI; patterns and the demand multiplier applied)."""
         d = self.demands
-        mult = np.ones(len(d))
-        for j in range(len(d)):
-            p = d.pattern[j] if d.pattern[j] >= 0 else self.default_pattern
-            mult[j] = self.pattern_multiplier(p, time_s)
+        pattern = np.where(d.pattern >= 0, d.pattern, self.default_pattern)
+        used = np.unique(pattern)
+        factor = np.array([self.pattern_multiplier(int(p), time_s) for p in used])
+        mult = factor[np.searchsorted(used, pattern)] if len(used) else np.ones(0)
         scale = self.water.demand_multiplier if self.medium == Medium.WATER else 1.0
         return np.bincount(d.node, weights=d.base * mult * scale, minlength=self.n_nodes)
 

@@ -19,12 +19,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from pipetwin.kernels import water as K
 from pipetwin.twin.model import PA_PER_M_WATER, LinkKind, LinkStatus, NetworkModel, NodeKind
-from pipetwin.twin.solve.linalg import LaplacianSystem
 from pipetwin.twin.solve.result import SolveResult
+
+try:  # CHOLMOD's AMD orders the matrix when scikit-sparse is installed
+    from sksparse.cholmod import analyze as _cholmod_analyze  # type: ignore
+except Exception:  # pragma: no cover - depends on the machine
+    _cholmod_analyze = None
 
 ROUNDOFF_FACTOR = 8.0   # accept a relative flow change this many times its round-off floor
 CHECKFREQ = 2       # EPANET: status checks on pumps/CVs/tank links every 2 trials ...
@@ -259,26 +263,19 @@ def initial_status(net: WaterNetwork, status=None, setting=None):
     """EPANET's Link.Status / LinkSetting from the model (or overrides): a valve ACTIVE uses its
     setting, a valve OPEN or CLOSED is fixed so (setting MISSING); pumps carry their speed."""
     links = net.model.links
-    status = links.status if status is None else np.asarray(status)
-    setting = links.setting if setting is None else np.asarray(setting, float)
-    m = len(net.ltype)
-    st = np.empty(m, np.int8)
-    sv = np.full(m, np.nan)
-    for k in range(m):
-        t = net.ltype[k]
-        s = int(status[k])
-        if t == K.LT_PUMP:
-            speed = 1.0 if not np.isfinite(setting[k]) else float(setting[k])
-            sv[k] = speed
-            st[k] = K.ST_CLOSED if (s == LinkStatus.CLOSED or speed == 0.0) else K.ST_OPEN
-        elif t in (K.LT_PRV, K.LT_PSV, K.LT_PBV, K.LT_FCV, K.LT_TCV):
-            if s == LinkStatus.ACTIVE and np.isfinite(setting[k]):
-                sv[k] = _model_setting(net, k, float(setting[k]))
-                st[k] = K.ST_ACTIVE if t in (K.LT_PRV, K.LT_PSV, K.LT_FCV) else K.ST_OPEN
-            else:
-                st[k] = K.ST_CLOSED if s == LinkStatus.CLOSED else K.ST_OPEN
-        else:
-            st[k] = K.ST_CLOSED if s == LinkStatus.CLOSED else K.ST_OPEN
+    status = np.asarray(links.status if status is None else status).astype(np.int64)
+    setting = np.asarray(links.setting if setting is None else setting, float)
+    t = net.ltype
+    st = np.where(status == LinkStatus.CLOSED, K.ST_CLOSED, K.ST_OPEN).astype(np.int8)
+    sv = np.full(len(t), np.nan)
+    pump = t == K.LT_PUMP
+    speed = np.where(np.isfinite(setting), setting, 1.0)
+    sv[pump] = speed[pump]
+    st[pump & (speed == 0.0)] = K.ST_CLOSED
+    valve = np.isin(t, (K.LT_PRV, K.LT_PSV, K.LT_PBV, K.LT_FCV, K.LT_TCV))
+    act = valve & (status == LinkStatus.ACTIVE) & np.isfinite(setting)
+    sv[act] = np.where(np.isin(t[act], _PRESSURE_VALVES), setting[act] / PA_PER_M_WATER, setting[act])
+    st[act] = np.where(np.isin(t[act], (K.LT_PRV, K.LT_PSV, K.LT_FCV)), K.ST_ACTIVE, K.ST_OPEN)
     return st, sv
 
 
@@ -294,10 +291,8 @@ def initial_flow(net: WaterNetwork, k: int, status: int, setting: float) -> floa
 def initial_state(net: WaterNetwork, status=None, setting=None) -> WaterState:
     """EPANET's inithyd: tanks at their initial level, statuses and flows initialised."""
     st, sv = initial_status(net, status, setting)
-    m = len(st)
-    flow = np.empty(m)
-    for k in range(m):
-        flow[k] = K.QZERO_SI if st[k] <= K.ST_CLOSED else initial_flow(net, k, int(st[k]), sv[k])
+    flow = np.where(net.ltype == K.LT_PUMP, sv * net.pump_q0, np.pi * net.diameter ** 2 / 4.0 * K.FT)
+    flow[st <= K.ST_CLOSED] = K.QZERO_SI
     head = np.where(net.fixed, net.model.nodes.fixed_head_m, net.elevation).astype(float)
     head[net.tank_node] = net.tank_h0
     emitter_flow = np.where(net.emitter_ke > 0, K.CFS_SI, 0.0)
@@ -314,11 +309,15 @@ def apply_demands(net: WaterNetwork, state: WaterState, time_s: float, demand=No
     model = net.model
     d = model.node_demand(time_s) if demand is None else np.asarray(demand, float)
     state.demand = np.where(net.fixed, state.demand, d)   # fixed nodes keep their last net inflow
-    nodes = model.nodes
-    for i in np.flatnonzero((nodes.kind == NodeKind.SOURCE) & (nodes.head_pattern >= 0)):
+    nodes, links = model.nodes, model.links
+    if "patterned" not in net.cache:
+        net.cache["patterned"] = (
+            np.flatnonzero((nodes.kind == NodeKind.SOURCE) & (nodes.head_pattern >= 0)),
+            np.flatnonzero((net.ltype == K.LT_PUMP) & (links.speed_pattern >= 0)))
+    sources, pumps = net.cache["patterned"]
+    for i in sources:
         state.head[i] = nodes.fixed_head_m[i] * model.pattern_multiplier(int(nodes.head_pattern[i]), time_s)
-    links = model.links
-    for k in np.flatnonzero((net.ltype == K.LT_PUMP) & (links.speed_pattern >= 0)):
+    for k in pumps:
         set_link_setting(net, state, k, model.pattern_multiplier(int(links.speed_pattern[k]), time_s))
 
 
@@ -630,28 +629,74 @@ def _fixed_closed(net: WaterNetwork, state: WaterState) -> np.ndarray:
 
 def cut_off_nodes(net: WaterNetwork, open_links: np.ndarray) -> np.ndarray:
     """Nodes in a connected component (over ``open_links``) without a reservoir or tank."""
-    n = net.n_nodes
-    a, b = net.n1[open_links], net.n2[open_links]
-    g = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)).tocsr()
-    ncomp, label = connected_components(g, directed=False)
-    supplied = np.zeros(ncomp, bool)
-    supplied[label[net.fixed]] = True
-    return ~supplied[label]
+    return K.cut_off(net.n1, net.n2, np.ascontiguousarray(open_links, dtype=np.bool_), net.fixed)
 
 
-def _system(net: WaterNetwork, excluded: np.ndarray):
-    """Matrix rows and the LaplacianSystem for the free nodes, cached per excluded set."""
-    key = excluded.tobytes()
-    if key not in net.cache:
+def _fill_reducing_order(n: int, li: np.ndarray, lj: np.ndarray) -> np.ndarray:
+    """A fill-reducing order of the free rows (new -> old): CHOLMOD's AMD when scikit-sparse is
+    installed (EPANET uses minimum degree too), else reverse Cuthill-McKee."""
+    both = (li >= 0) & (lj >= 0) & (li != lj)
+    diag = np.arange(n)
+    rows = np.concatenate([diag, li[both], lj[both]])
+    cols = np.concatenate([diag, lj[both], li[both]])
+    vals = np.concatenate([np.full(n, 4.0), np.full(2 * int(both.sum()), -1e-3)])
+    pattern = sp.csc_matrix((vals, (rows, cols)), shape=(n, n))
+    pattern.sum_duplicates()
+    pattern.sort_indices()
+    if _cholmod_analyze is not None:
+        try:
+            return np.asarray(_cholmod_analyze(pattern, mode="simplicial", ordering_method="amd").P(),
+                              np.int64)
+        except Exception:  # pragma: no cover - CHOLMOD without AMD
+            pass
+    return np.asarray(reverse_cuthill_mckee(pattern, symmetric_mode=True), np.int64)
+
+
+class _GGASystem:
+    """The matrix of one set of free rows: the fill-reducing order, the symbolic factorization
+    and the work arrays of the compiled trial loop, built once per excluded set and reused."""
+
+    def __init__(self, net: WaterNetwork, excluded: np.ndarray):
         free = ~net.fixed & ~excluded
+        n = int(free.sum())
+        self.n = n
         row = np.full(net.n_nodes, -1, np.int64)
-        row[free] = np.arange(int(free.sum()))
-        excluded_link = excluded[net.n1] | excluded[net.n2]
-        li = np.where(excluded_link, -1, row[net.n1])
-        lj = np.where(excluded_link, -1, row[net.n2])
-        system = LaplacianSystem(int(free.sum()), li, lj)
-        net.cache[key] = (row, excluded_link, system)
-    return net.cache[key]
+        row[free] = np.arange(n)
+        self.row = row
+        self.excluded_link = excluded[net.n1] | excluded[net.n2]
+        li = np.where(self.excluded_link, -1, row[net.n1])
+        lj = np.where(self.excluded_link, -1, row[net.n2])
+        perm = _fill_reducing_order(n, li, lj) if n else np.zeros(0, np.int64)
+        pinv = np.empty(n, np.int64)
+        pinv[perm] = np.arange(n)
+        self.node_of_pos = np.flatnonzero(free)[perm].astype(np.int64)
+        (self.cp, self.ci, self.cdiag, self.pos_a, self.pos_b,
+         self.pos_ab) = K.gga_matrix_pattern(net.n1, net.n2, row, self.excluded_link, pinv, n)
+        self.parent = np.empty(n, np.int64)
+        self.lp = np.empty(n + 1, np.int64)
+        self.sw = np.empty(max(n, 1), np.int64)
+        self.mark = np.zeros(n, np.bool_)
+        nnz_l = K.chol_symbolic(n, self.cp, self.ci, self.parent, self.lp, self.sw, self.mark)
+        self.cx = np.zeros(len(self.ci))
+        self.li = np.empty(nnz_l, np.int64)
+        self.lx = np.empty(nnz_l)
+        self.cw = np.empty(n, np.int64)
+        self.xw, self.bw, self.rw = np.empty(n), np.empty(n), np.empty(n)
+        m = len(net.ltype)
+        self.P, self.Y, self.w = np.zeros(m), np.zeros(m), np.zeros(m)
+        self.diag, self.rhs = np.zeros(n), np.zeros(n)
+        self.xflow = np.zeros(net.n_nodes)
+        self.fixed_inflow = np.zeros(net.n_nodes)
+        self.out = np.zeros(4)
+
+
+def _system(net: WaterNetwork, excluded: np.ndarray) -> _GGASystem:
+    """The GGA system for the free nodes, cached per excluded set."""
+    key = ("gga", excluded.tobytes())
+    system = net.cache.get(key)
+    if system is None:
+        system = net.cache[key] = _GGASystem(net, excluded)
+    return system
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,62 +731,54 @@ def hydsolve(net: WaterNetwork, state: WaterState, controls: list[_Ctl], *, accu
 
 
 def _hydsolve_once(net, state, controls, excluded, accuracy, max_trials, extra_trials) -> SolveInfo:
-    row, excluded_link, system = _system(net, excluded)
-    m, n = len(net.ltype), net.n_nodes
-    P, Y, w = np.zeros(m), np.zeros(m), np.zeros(m)
-    diag, rhs = np.zeros(system.n), np.zeros(system.n)
-    xflow = np.zeros(n)
+    g = _system(net, excluded)
     demand = np.where(excluded, 0.0, state.demand)
-    free = row >= 0
     state.head[excluded] = net.elevation[excluded]
     state.emitter_flow[excluded] = 0.0
-    fixed_inflow = np.zeros(n)
+    # the status arrays are rewritten in place by the kernels: make sure they have their dtypes
+    for name, dt in (("status", np.int8), ("setting", np.float64), ("flow", np.float64),
+                     ("emitter_flow", np.float64), ("head", np.float64)):
+        a = getattr(state, name)
+        if a.dtype != dt or not a.flags.c_contiguous:
+            setattr(state, name, np.ascontiguousarray(a, dtype=dt))
+    overflow = net.cache.get("overflow")
+    if overflow is None:
+        overflow = net.cache["overflow"] = np.ascontiguousarray(net.model.tanks.overflow, dtype=np.bool_)
+    pcontrols = [c for c in controls if c.node >= 0 and not net.fixed[c.node] and c.kind in ("above", "below")]
     hacc_si = accuracy * K.CFS_SI
-    rqtol = K.RQTOL_SI
-    nextcheck = CHECKFREQ
     maxtrials = max_trials + max(extra_trials, 0)
-    it, relerr, message, target, floor = 1, np.inf, "", accuracy, 0.0
-    while it <= maxtrials:
-        K.link_coeffs(net.ltype, state.status, state.setting, state.flow, net.law, net.r, net.km,
-                      net.rel_rough, net.visc_d, net.hexp, rqtol, net.pump_type, net.pump_h0,
-                      net.pump_r, net.pump_n, net.curve_id, net.curve_ptr, net.curve_x, net.curve_y,
-                      net.diameter, P, Y)
-        K.assemble_system(net.ltype, state.status, state.setting, net.km, state.flow, net.n1,
-                          net.n2, row, excluded_link, state.head, net.elevation, demand,
-                          net.emitter_ke, state.emitter_flow, net.qexp, rqtol, net.valve_links,
-                          P, Y, w, diag, rhs, xflow)
-        try:
-            x = _linear_solve(system, w, diag, rhs)
-        except Exception as exc:  # not positive definite: EPANET's badvalve fallback
-            if _bad_valve(net, state):
-                continue
-            message = f"linear solve failed: {exc}"
-            break
-        if not np.all(np.isfinite(x)):
-            message = "linear solve returned non-finite heads"
-            break
-        state.head[free] = x
-        relerr, floor = K.update_flows(net.ltype, state.status, P, Y, net.n1, net.n2, row,
-                                   excluded_link, state.head, net.elevation, net.is_const_hp,
-                                   net.emitter_ke, state.emitter_flow, net.qexp, rqtol,
-                                   state.flow, fixed_inflow, hacc_si)
-        valve_change = valve_status(net, state)
-        target = max(accuracy, ROUNDOFF_FACTOR * floor)
-        if relerr <= target:
-            if it > max_trials:
-                break
-            stat_change = valve_change
-            stat_change = link_status(net, state) or stat_change
-            stat_change = pressure_switch(net, state, controls) or stat_change
+    out = g.out
+    out[:] = (np.inf, 0.0, accuracy, 0.0)
+    it, nextcheck, message = 1, CHECKFREQ, ""
+    while True:
+        code, it, nextcheck = K.gga_trials(
+            net.ltype, net.n1, net.n2, net.law, net.r, net.km, net.rel_rough, net.visc_d, net.hexp,
+            K.RQTOL_SI, net.pump_type, net.pump_h0, net.pump_r, net.pump_n, net.curve_id,
+            net.curve_ptr, net.curve_x, net.curve_y, net.diameter, net.elevation, net.is_const_hp,
+            net.emitter_ke, net.qexp, net.valve_links, net.status_links, net.fixed,
+            net.tank_of_node, net.tank_hmax, net.tank_hmin, overflow, net.pump_hmax,
+            g.row, g.excluded_link, g.node_of_pos, g.cp, g.ci, g.cdiag, g.pos_a, g.pos_b,
+            g.pos_ab, g.parent, g.lp,
+            state.status, state.setting, state.flow, state.emitter_flow, state.head, demand,
+            g.fixed_inflow, g.P, g.Y, g.w, g.diag, g.rhs, g.xflow, g.cx, g.li, g.lx, g.xw, g.bw,
+            g.rw, g.sw, g.cw, g.mark,
+            float(accuracy), int(max_trials), int(maxtrials), float(hacc_si), ROUNDOFF_FACTOR,
+            CHECKFREQ, MAXCHECK, bool(pcontrols), int(it), int(nextcheck), out)
+        if code == K.GGA_PSWITCH:       # converged: junction pressure controls (pswitch)
+            stat_change = pressure_switch(net, state, pcontrols) or bool(out[3])
             if not stat_change:
                 break
             nextcheck = it + CHECKFREQ
-        elif it <= MAXCHECK and it == nextcheck:
-            link_status(net, state)
-            nextcheck += CHECKFREQ
-        it += 1
+            it += 1
+            continue
+        if code == K.GGA_SINGULAR:
+            message = "linear solve failed: the matrix is not positive definite"
+        elif code == K.GGA_NONFINITE:
+            message = "linear solve returned non-finite heads"
+        break
+    relerr, floor, target = float(out[0]), float(out[1]), float(out[2])
     it = min(it, maxtrials)
-    state.demand = np.where(net.fixed, fixed_inflow, demand)
+    state.demand = np.where(net.fixed, g.fixed_inflow, demand)
     converged = bool(relerr <= target) and not message
     if not message:
         if converged and relerr > accuracy:
@@ -751,27 +788,7 @@ def _hydsolve_once(net, state, controls, excluded, accuracy, max_trials, extra_t
             message = "converged"
         else:
             message = f"not converged after {it} trials (relative error {relerr:.3g})"
-    return SolveInfo(converged, it, float(relerr), message, excluded)
-
-
-def _linear_solve(system: LaplacianSystem, w, diag, rhs) -> np.ndarray:
-    """Solve A H = F with one step of iterative refinement. The CBIG penalties of active PRVs
-    and PSVs and the 1/RQtol conductances of near-zero-flow pipes make A ill-conditioned; the
-    refinement keeps the round-off in the new flows (P * dh) below a 1e-8 accuracy target."""
-    x = system.solve(w, diag, rhs)
-    if system.n == 0:
-        return x
-    res = rhs - system.matrix() @ x
-    return x + system.solve(w, diag, res)
-
-
-def _bad_valve(net: WaterNetwork, state: WaterState) -> bool:
-    """badvalve: an active PRV/PSV/FCV may make the equations inconsistent; open it instead."""
-    for k in net.valve_links:
-        if state.status[k] == K.ST_ACTIVE:
-            state.status[k] = K.ST_XFCV if net.ltype[k] == K.LT_FCV else K.ST_XPRESSURE
-            return True
-    return False
+    return SolveInfo(converged, it, relerr, message, excluded)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -86,6 +86,28 @@ def test_single_period_matches_epanet(name, tmp_path):
     assert np.all(np.isfinite(ours.node_pressure_pa))
 
 
+def test_bwsn2_single_period_matches_epanet(tmp_path):
+    """BWSN Network 2 (12,527 nodes): closed pumps and FCVs cut off a few zero-demand nodes; EPANET
+    gives those heads that only its 1/CBIG closed-link conductances and QZERO flows decide (tens of
+    metres off), so they are compared as unsupplied, like every cut-off node here. Neither solver
+    reaches 1e-8 on this network: the relative flow change stalls at about 1e-6 in both (the
+    round-off of 14,831 link flows; EPANET 2.2 ends 200 trials at 6.7e-7), so both solve to 3e-6,
+    the tightest accuracy both reach with a margin (13 trials each)."""
+    path = network("BWSN_Network_2")
+    acc = 3e-6
+    res, _ = epanet_reference(path, tmp_path, acc)
+    model = read_inp(path)
+    model.water.accuracy = acc
+    ours = solve_water(model)
+    assert ours.converged, ours.message
+    assert ours.unsupplied.sum() == 5
+    assert not (model.node_demand(0.0)[ours.unsupplied] != 0).any()
+    dh, dq, nbad = compare(model, ours, res, 0)
+    print(f"BWSN_Network_2: max |dh| = {dh:.2e} m, max |dq| = {dq:.2e} m3/s")
+    assert dh <= HEAD_TOL_M
+    assert nbad == 0
+
+
 @pytest.mark.slow
 def test_net6_single_period_matches_epanet(tmp_path):
     path = network("Net6")
