@@ -126,7 +126,8 @@ def friction_factor(law, re, d_m, k_m, laminar_switch, guess):
     if re <= 0.0:
         return 0.0, 0.0
     if re <= RE_LAMINAR:
-        return 64.0 / re, -64.0 / (re * re)
+        lam = 64.0 / re
+        return lam, -lam / re
     lam_t, _ = turbulent_factor(law, RE_TURBULENT, d_m, k_m, guess)
     lam_l = 64.0 / RE_LAMINAR
     w = (re - RE_LAMINAR) / (RE_TURBULENT - RE_LAMINAR)
@@ -169,7 +170,12 @@ def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, effici
         area = 0.25 * math.pi * d * d
         ma = abs(m[k])
         re = ma * d / (eta * area)
-        if law == COLEBROOK and re < RE_FLOOR and not laminar_switch:
+        if laminar_switch and re <= RE_LAMINAR:
+            # Hagen-Poiseuille: lambda m|m| = 64 (eta A / D) m, linear, no division by Re
+            lin = 64.0 * eta * area / d / (efficiency * efficiency)
+            lam = 0.0
+            dlam_dre = 0.0
+        elif law == COLEBROOK and re < RE_FLOOR and not laminar_switch:
             # linear continuation of Colebrook near zero flow (see ``colebrook``): lambda m|m|
             # = lambda(Re_floor) Re_floor (eta A / D) m, computed without dividing by Re
             lam1, _ = colebrook(RE_FLOOR, k_m[k] / d, 0.0)

@@ -546,22 +546,36 @@ def chol_symbolic(n, cp, ci, parent, lp, s, mark):
 
 
 @njit(cache=True)
-def chol_numeric(n, cp, ci, cx, parent, lp, li, lx, x, s, c, mark):
-    """L L^T = C numerically (cs_chol). Returns False when C is not positive definite."""
+def chol_row_patterns(n, cp, ci, parent, lp, s, mark):
+    """The pattern of every row of L (its ereach), stored once: row k's off-diagonal columns are
+    rj[rp[k]:rp[k + 1]] in the order the numeric factorization visits them."""
+    rp = np.zeros(n + 1, np.int64)
+    rj = np.empty(max(lp[n] - n, 0), np.int64)
+    for k in range(n):
+        top = _ereach(cp, ci, k, parent, s, mark)
+        q = rp[k]
+        for t in range(top, n):
+            rj[q] = s[t]
+            q += 1
+        rp[k + 1] = q
+    return rp, rj
+
+
+@njit(cache=True)
+def chol_numeric(n, cp, ci, cx, rp, rj, lp, li, lx, dinv, x, c):
+    """L L^T = C numerically (CSparse's up-looking cs_chol, with the row patterns of L known).
+    ``dinv`` gets 1 / diag(L). Returns False when C is not positive definite."""
     for k in range(n):
         c[k] = lp[k]
         x[k] = 0.0
     for k in range(n):
-        top = _ereach(cp, ci, k, parent, s, mark)
-        x[k] = 0.0
         for p in range(cp[k], cp[k + 1]):
-            if ci[p] <= k:
-                x[ci[p]] += cx[p]
+            x[ci[p]] += cx[p]
         d = x[k]
         x[k] = 0.0
-        for t in range(top, n):
-            i = s[t]
-            lki = x[i] / lx[lp[i]]
+        for t in range(rp[k], rp[k + 1]):
+            i = rj[t]
+            lki = x[i] * dinv[i]
             x[i] = 0.0
             for p in range(lp[i] + 1, c[i]):
                 x[li[p]] -= lx[p] * lki
@@ -576,20 +590,23 @@ def chol_numeric(n, cp, ci, cx, parent, lp, li, lx, x, s, c, mark):
         c[k] += 1
         li[p] = k
         lx[p] = math.sqrt(d)
+        dinv[k] = 1.0 / lx[p]
     return True
 
 
 @njit(cache=True)
-def chol_solve(n, lp, li, lx, x):
+def chol_solve(n, lp, li, lx, dinv, x):
     """x <- L^-T L^-1 x in place (permuted space)."""
     for j in range(n):
-        x[j] /= lx[lp[j]]
+        xj = x[j] * dinv[j]
+        x[j] = xj
         for p in range(lp[j] + 1, lp[j + 1]):
-            x[li[p]] -= lx[p] * x[j]
+            x[li[p]] -= lx[p] * xj
     for j in range(n - 1, -1, -1):
+        v = x[j]
         for p in range(lp[j] + 1, lp[j + 1]):
-            x[j] -= lx[p] * x[li[p]]
-        x[j] /= lx[lp[j]]
+            v -= lx[p] * x[li[p]]
+        x[j] = v * dinv[j]
 
 
 @njit(cache=True)
@@ -887,9 +904,9 @@ def gga_trials(ltype, n1, n2, law, r, km, rel_rough, visc_d, hexp, rqtol, pump_t
                is_const_hp, emitter_ke, qexp, valve_links, status_links, fixed, tank_of_node,
                tank_hmax, tank_hmin, overflow, pump_hmax,
                row, excluded_link, node_of_pos, cp, ci, cdiag, pos_a, pos_b, pos_ab,
-               parent, lp,
+               rp, rj, lp,
                status, setting, flow, emitter_flow, head, demand, fixed_inflow,
-               P, Y, w, diag, rhs, xflow, cx, li, lx, xw, bw, rw, sw, cw, mark,
+               P, Y, w, diag, rhs, xflow, cx, li, lx, dinv, xw, bw, rw, cw,
                accuracy, max_trials, maxtrials, hacc_si, roundoff, checkfreq, maxcheck,
                stop_at_convergence, it, nextcheck, out):
     """EPANET's hydsolve trials from trial ``it``: coefficients, matrix, factorization, solve
@@ -928,16 +945,19 @@ def gga_trials(ltype, n1, n2, law, r, km, rel_rough, visc_d, hexp, rqtol, pump_t
                 ri = row[node_of_pos[j]]
                 cx[cdiag[j]] += diag[ri]
                 bw[j] = rhs[ri]
-            if not chol_numeric(n, cp, ci, cx, parent, lp, li, lx, xw, sw, cw, mark):
+            if not chol_numeric(n, cp, ci, cx, rp, rj, lp, li, lx, dinv, xw, cw):
                 if bad_valve(ltype, valve_links, status):
                     continue
                 code = GGA_SINGULAR
                 break
             for j in range(n):
                 xw[j] = bw[j]
-            chol_solve(n, lp, li, lx, xw)
+            chol_solve(n, lp, li, lx, dinv, xw)
+            # one step of iterative refinement: CBIG penalties and 1/RQtol conductances make the
+            # matrix ill-conditioned; the refinement keeps the round-off in the new flows (P dh;
+            # dead ends, near-zero flows) below a 1e-8 accuracy target
             _sym_upper_residual(n, cp, ci, cx, bw, xw, rw)
-            chol_solve(n, lp, li, lx, rw)
+            chol_solve(n, lp, li, lx, dinv, rw)
             finite = True
             for j in range(n):
                 v = xw[j] + rw[j]

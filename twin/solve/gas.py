@@ -18,6 +18,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipetwin.kernels import gas as gk
+from pipetwin.kernels.graph import bfs_forest, tree_flows
 from pipetwin.twin.model import LinkKind, LinkStatus, NetworkModel, NodeKind
 from pipetwin.twin.solve.linalg import LaplacianSystem
 from pipetwin.twin.solve.result import SolveResult
@@ -40,8 +41,9 @@ class GasOptions:
     backend: str = "auto"
 
 
-def _components(model: NetworkModel, usable: np.ndarray) -> np.ndarray:
-    """Nodes that share a connected component (over usable links) with a source."""
+def _components(model: NetworkModel, usable: np.ndarray, labels: bool = False):
+    """Nodes that share a connected component (over usable links) with a source (and, with
+    ``labels``, each node's component label)."""
     n = model.n_nodes
     a = model.links.from_node[usable]
     b = model.links.to_node[usable]
@@ -50,7 +52,7 @@ def _components(model: NetworkModel, usable: np.ndarray) -> np.ndarray:
     sources = model.nodes.kind == NodeKind.SOURCE
     fed = np.zeros(label.max() + 1, bool)
     fed[label[sources]] = True
-    return fed[label]
+    return (fed[label], label) if labels else fed[label]
 
 
 class GasSolver:
@@ -66,7 +68,7 @@ class GasSolver:
         links, nodes = model.links, model.nodes
         self.kind = links.kind.astype(np.int64)
         self.static_closed = links.status == LinkStatus.CLOSED
-        self.supplied = _components(model, ~self.static_closed)
+        self.supplied, self._labels = _components(model, ~self.static_closed, labels=True)
         fixed = (nodes.kind == NodeKind.SOURCE) & self.supplied
         bad = fixed & ~(nodes.fixed_pressure_pa > 0)
         if bad.any():
@@ -79,6 +81,9 @@ class GasSolver:
         self.system, _ = self._system_for(())
         self.is_pipe = (self.kind == LinkKind.PIPE) | (self.kind == LinkKind.RESISTOR)
         self.pipe_idx = np.flatnonzero(self.is_pipe & self.active_link)
+        # independent loops of the supplied network (links - nodes + components)
+        self.loops = int(self.active_link.sum()) - int(self.supplied.sum()) + int(
+            len(np.unique(self._labels[self.supplied]))) if self.supplied.any() else 0
         self._lam_cache = np.zeros(len(self.pipe_idx))   # last friction factors (inner Newton start)
         self.ctrl_idx = np.flatnonzero(np.isin(self.kind, CONTROLLED) & self.active_link)
         g = model.gas
@@ -133,6 +138,31 @@ class GasSolver:
                       self._lam_cache, phi, dphi)
         return phi, dphi
 
+    def _balanced_start(self, demand: np.ndarray) -> np.ndarray:
+        """Starting flows that already balance every node: subtree demands along a breadth-first
+        spanning forest grown from the sources (each source's share decided by the search); links off the tree carry a small flow so that
+        their first conductance is a physical one, not the zero-flow floor."""
+        model = self.model
+        n = model.n_nodes
+        fr, to = model.links.from_node, model.links.to_node
+        use = np.flatnonzero(self.active_link)
+        ends = np.concatenate([fr[use], to[use]]).astype(np.int64)
+        other = np.concatenate([to[use], fr[use]]).astype(np.int64)
+        lid = np.concatenate([use, use]).astype(np.int64)
+        sort = np.argsort(ends, kind="stable")
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(ends, minlength=n), out=indptr[1:])
+        order, pred, pred_link = bfs_forest(indptr, other[sort], lid[sort], np.flatnonzero(self.fixed), n)
+        m = np.zeros(model.n_links)
+        d = np.where(self.fixed | ~self.supplied, 0.0, demand)
+        tree_flows(order, pred_link, pred, d, fr.astype(np.int64), m)
+        on_tree = np.zeros(model.n_links, bool)
+        on_tree[pred_link[pred_link >= 0]] = True
+        scale = float(np.median(np.abs(m[on_tree]))) if on_tree.any() else 1e-3
+        m[~on_tree] = 0.01 * max(scale, 1e-9)
+        m[~self.active_link] = 0.0
+        return m
+
     def density(self, p: np.ndarray) -> np.ndarray:
         g = self.model.gas
         out = np.empty(len(p))
@@ -162,7 +192,10 @@ class GasSolver:
             p = np.where(self.free, warm_start.node_pressure_pa, p)
             m = warm_start.link_flow.copy()
             status[self.ctrl_idx] = warm_start.link_status[self.ctrl_idx]
+        elif self.loops <= 0.02 * max(int(self.active_link.sum()), 1):
+            m = self._balanced_start(demand)     # (nearly) a tree: subtree demands are (nearly) exact
         else:
+            # meshed: EPANET's classic start, 1 m/s in every pipe, spreads flow over the loops
             rho = float(self.density(np.array([p_ref]))[0])
             area = 0.25 * np.pi * links.diameter_m ** 2
             m = np.where(self.is_pipe, rho * area * 1.0, 1e-3)

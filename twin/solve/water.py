@@ -4,8 +4,11 @@ EPANET's status logic, in SI.
 The steps mirror EPANET's hydraul.c / hydsolver.c / hydstatus.c so that the same network reaches
 the same valve, pump and check-valve statuses (and so the same heads): the same initial flows, the
 same periodic status checks (CHECKFREQ, MAXCHECK), the same convergence test and the same
-tolerances. The numerics (head loss laws, matrix coefficients, flow update) are numba kernels in
-``kernels/water.py``; this module keeps the statuses and drives the iterations.
+tolerances. The whole trial loop (head loss laws, matrix coefficients, a sparse Cholesky
+factorization whose fill-reducing order and symbolic analysis are computed once per set of free
+nodes, the flow update, the convergence test and the valve/link status checks) is one numba kernel
+in ``kernels/water.py``; this module prepares the arrays, applies the period's demands and
+controls, and handles the rare junction pressure controls between calls to the kernel.
 
 The solver state (``WaterState``) holds EPANET's internal link statuses (with XHEAD, TEMPCLOSED,
 XFCV, XPRESSURE), settings, flows and tank volumes, so the extended-period driver
@@ -265,18 +268,30 @@ def initial_status(net: WaterNetwork, status=None, setting=None):
     links = net.model.links
     status = np.asarray(links.status if status is None else status).astype(np.int64)
     setting = np.asarray(links.setting if setting is None else setting, float)
-    t = net.ltype
+    pump, valve, pressure_valve, control_valve, _ = _type_masks(net)
     st = np.where(status == LinkStatus.CLOSED, K.ST_CLOSED, K.ST_OPEN).astype(np.int8)
-    sv = np.full(len(t), np.nan)
-    pump = t == K.LT_PUMP
-    speed = np.where(np.isfinite(setting), setting, 1.0)
+    sv = np.full(len(net.ltype), np.nan)
+    finite = np.isfinite(setting)
+    speed = np.where(finite, setting, 1.0)
     sv[pump] = speed[pump]
     st[pump & (speed == 0.0)] = K.ST_CLOSED
-    valve = np.isin(t, (K.LT_PRV, K.LT_PSV, K.LT_PBV, K.LT_FCV, K.LT_TCV))
-    act = valve & (status == LinkStatus.ACTIVE) & np.isfinite(setting)
-    sv[act] = np.where(np.isin(t[act], _PRESSURE_VALVES), setting[act] / PA_PER_M_WATER, setting[act])
-    st[act] = np.where(np.isin(t[act], (K.LT_PRV, K.LT_PSV, K.LT_FCV)), K.ST_ACTIVE, K.ST_OPEN)
+    act = valve & (status == LinkStatus.ACTIVE) & finite
+    sv[act] = np.where(pressure_valve[act], setting[act] / PA_PER_M_WATER, setting[act])
+    st[act] = np.where(control_valve[act], K.ST_ACTIVE, K.ST_OPEN)
     return st, sv
+
+
+def _type_masks(net: WaterNetwork):
+    """Per-link masks by type, once per network: pumps, valves with a setting, pressure valves
+    (PRV/PSV/PBV), control valves (PRV/PSV/FCV) and throttling valves (PBV/TCV)."""
+    masks = net.cache.get("type_masks")
+    if masks is None:
+        t = net.ltype
+        masks = net.cache["type_masks"] = (
+            t == K.LT_PUMP, np.isin(t, (K.LT_PRV, K.LT_PSV, K.LT_PBV, K.LT_FCV, K.LT_TCV)),
+            np.isin(t, _PRESSURE_VALVES), np.isin(t, (K.LT_PRV, K.LT_PSV, K.LT_FCV)),
+            np.isin(t, (K.LT_PBV, K.LT_TCV)))
+    return masks
 
 
 def initial_flow(net: WaterNetwork, k: int, status: int, setting: float) -> float:
@@ -677,6 +692,8 @@ class _GGASystem:
         self.sw = np.empty(max(n, 1), np.int64)
         self.mark = np.zeros(n, np.bool_)
         nnz_l = K.chol_symbolic(n, self.cp, self.ci, self.parent, self.lp, self.sw, self.mark)
+        self.rp, self.rj = K.chol_row_patterns(n, self.cp, self.ci, self.parent, self.lp, self.sw, self.mark)
+        self.dinv = np.empty(n)
         self.cx = np.zeros(len(self.ci))
         self.li = np.empty(nnz_l, np.int64)
         self.lx = np.empty(nnz_l)
@@ -758,10 +775,10 @@ def _hydsolve_once(net, state, controls, excluded, accuracy, max_trials, extra_t
             net.emitter_ke, net.qexp, net.valve_links, net.status_links, net.fixed,
             net.tank_of_node, net.tank_hmax, net.tank_hmin, overflow, net.pump_hmax,
             g.row, g.excluded_link, g.node_of_pos, g.cp, g.ci, g.cdiag, g.pos_a, g.pos_b,
-            g.pos_ab, g.parent, g.lp,
+            g.pos_ab, g.rp, g.rj, g.lp,
             state.status, state.setting, state.flow, state.emitter_flow, state.head, demand,
-            g.fixed_inflow, g.P, g.Y, g.w, g.diag, g.rhs, g.xflow, g.cx, g.li, g.lx, g.xw, g.bw,
-            g.rw, g.sw, g.cw, g.mark,
+            g.fixed_inflow, g.P, g.Y, g.w, g.diag, g.rhs, g.xflow, g.cx, g.li, g.lx, g.dinv, g.xw,
+            g.bw, g.rw, g.cw,
             float(accuracy), int(max_trials), int(maxtrials), float(hacc_si), ROUNDOFF_FACTOR,
             CHECKFREQ, MAXCHECK, bool(pcontrols), int(it), int(nextcheck), out)
         if code == K.GGA_PSWITCH:       # converged: junction pressure controls (pswitch)
@@ -799,7 +816,7 @@ def public_status(net: WaterNetwork, status: np.ndarray, setting: np.ndarray) ->
     an open PBV/TCV working to its setting, as EPANET reports it), else open."""
     out = np.full(len(status), int(LinkStatus.OPEN), np.int8)
     out[status == K.ST_ACTIVE] = int(LinkStatus.ACTIVE)
-    throttling = np.isin(net.ltype, (K.LT_PBV, K.LT_TCV)) & ~np.isnan(setting)
+    throttling = _type_masks(net)[4] & ~np.isnan(setting)
     out[throttling] = int(LinkStatus.ACTIVE)
     out[status <= K.ST_CLOSED] = int(LinkStatus.CLOSED)
     return out
@@ -875,12 +892,22 @@ def solve_water(model: NetworkModel, time_s: float = 0.0, *, demand=None, fixed_
     apply_demands(net, state, time_s, demand)
     if fixed_head is not None:     # an explicit head wins over a reservoir head pattern
         state.head[use] = fh[use]
-    controls = epanet_controls(net) if o["controls"] else []
+    controls = _cached_controls(net) if o["controls"] else []
     if controls:
         apply_controls(net, state, controls, time_s, model.times.start_clocktime_s)
     info = hydsolve(net, state, controls, accuracy=o["accuracy"], max_trials=o["trials"],
                     extra_trials=o["extra_trials"])
     return make_result(net, state, info, _time.perf_counter() - t0)
+
+
+def _cached_controls(net: WaterNetwork) -> list[_Ctl]:
+    """epanet_controls once per prepared network (the model's controls list is re-read if it
+    is replaced or grows)."""
+    key = (id(net.model.controls), len(net.model.controls))
+    hit = net.cache.get("controls")
+    if hit is None or hit[0] != key:
+        hit = net.cache["controls"] = (key, epanet_controls(net))
+    return hit[1]
 
 
 def _warm(net: WaterNetwork, state: WaterState, prev: SolveResult, keep_status: bool) -> None:
