@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.paths import network_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,18 +25,13 @@ from pipetwin.twin.model import (
     NodeKind,
 )
 
-REPO = Path(__file__).resolve().parents[3]
-NETWORKS = (REPO / ".." / "shared" / "benchmarks" / "networks").resolve()
 NAMES = ["Net1", "Net3", "Net6", "L-TOWN", "BWSN_Network_2"]
 FT, INCH, GPM = 0.3048, 0.0254, 0.003785411784 / 60.0
 PSI_M = FT / 0.4333                # metres of water per psi, EPANET's PSIperFT
 
 
 def _net(name: str) -> Path:
-    path = NETWORKS / f"{name}.inp"
-    if not path.exists():
-        pytest.skip(f"benchmark network {path} is absent (the shared folder ../shared is not checked out)")
-    return path
+    return network_file(f"{name}.inp")
 
 
 def _wntr_model(path: Path):

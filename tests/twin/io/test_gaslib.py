@@ -20,9 +20,9 @@ from pipetwin.twin.io.gaslib import (
     write_gaslib,
 )
 from pipetwin.twin.model import LinkKind, LinkStatus, NetworkFileError, NetworkModel, NodeKind
+from tests.paths import NETWORKS
 
-REPO = Path(__file__).resolve().parents[3]
-GASLIB_134 = REPO.parent / "shared" / "benchmarks" / "networks" / "gaslib" / "GasLib-134"
+GASLIB_134 = NETWORKS / "gaslib" / "GasLib-134"
 NET_134 = GASLIB_134 / "GasLib-134-v2.net"
 SCENARIOS_134 = sorted((GASLIB_134 / "Nominations-134-v2").glob("*.scn"))
 needs_134 = pytest.mark.skipif(not NET_134.exists(),

@@ -24,8 +24,7 @@ from pipetwin.twin.model import (LinkKind, LinkStatus, Medium, NetworkModel, Nod
 from pipetwin.twin.solve.water import solve_water  # noqa: E402
 from pipetwin.twin.solve.water_eps import simulate_water  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[3]
-NETWORKS = REPO.parent / "shared" / "benchmarks" / "networks"
+from tests.paths import network_file  # noqa: E402
 HEAD_TOL_M = 1e-3
 FLOW_REL_TOL = 1e-3
 FLOW_ABS_TOL = 1e-6
@@ -36,11 +35,7 @@ ACCURACY = 1e-8
 
 
 def network(name: str) -> Path:
-    path = NETWORKS / f"{name}.inp"
-    if not path.exists():
-        pytest.skip(f"benchmark network {path} not found (expected ../shared/benchmarks/networks "
-                    f"next to the repository)")
-    return path
+    return network_file(f"{name}.inp")
 
 
 def epanet_reference(path: Path, tmp_path: Path, accuracy: float, duration_s: int = 0, edit=None):
