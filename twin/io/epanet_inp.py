@@ -703,11 +703,11 @@ class _InpReader:
 
     # [CONTROLS] --------------------------------------------------------------------------------
     def read_control(self, row: _Row) -> None:
-        """LINK id OPEN|CLOSED|setting  AT TIME t | AT CLOCKTIME t [AM|PM] | IF NODE id ABOVE|BELOW v."""
+        """LINK id OPEN|CLOSED|setting  AT TIME t | AT CLOCKTIME t [AM|PM] | IF NODE id ABOVE|BELOW v.
+        As in EPANET, the first word (LINK, Pump, Pipe, ...) and the word before the node id are
+        not read: wntr writes ``Pump 10 OPEN AT TIME 1``, and EPANET accepts it."""
         t = row.tokens
         self.need(row, 6, "a control (LINK id value AT TIME t, or ... IF NODE id ABOVE/BELOW v)")
-        if t[0].upper() != "LINK":
-            self.fail(row.line, f"a control starts with LINK, not {t[0]!r}")
         j = self.link_of(row, 1)
         kind = LinkKind(self.lk["kind"][j])
         status, setting = self.control_action(row, kind)
@@ -725,7 +725,7 @@ class _InpReader:
             else:
                 self.controls.append(Control(j, status, setting, "clocktime", time_s=s % 86400))
         elif cond == "IF":
-            if len(t) != 8 or t[4].upper() != "NODE" or t[6].upper() not in ("ABOVE", "BELOW"):
+            if len(t) != 8 or t[6].upper() not in ("ABOVE", "BELOW"):
                 self.fail(row.line, "expected IF NODE id ABOVE|BELOW value")
             i = self.node_of(row, 5)
             v = self.num(row, 7, "control threshold")

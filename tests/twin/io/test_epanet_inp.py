@@ -743,3 +743,19 @@ def test_random_byte_edits_read_or_fail_cleanly(edits):
     for pos, b in edits:
         raw[pos] = b
     _fails_cleanly_or_reads(bytes(raw))
+
+
+def test_control_first_word_is_free_as_in_epanet(tmp_path):
+    """EPANET reads a control's link id, action and condition, not its first word: wntr writes
+    'Pump 10 OPEN AT TIME 1' and 'IF TANK 2 ABOVE ...'; both must read."""
+    text = (_net("Net1").read_text().replace("[CONTROLS]", "[CONTROLS]\n Pump 9 OPEN AT TIME 1\n"
+                                                         " Pipe 10 CLOSED IF Tank 2 ABOVE 145\n"))
+    path = tmp_path / "controls.inp"
+    path.write_text(text)
+    model = read_inp(path)
+    base = read_inp(_net("Net1"))
+    assert len(model.controls) == len(base.controls) + 2
+    links = model.link_index()
+    assert any(c.link == links["9"] and c.trigger == "time" and c.time_s == 3600 for c in model.controls)
+    assert any(c.link == links["10"] and c.trigger == "above" and c.node == model.node_index()["2"]
+               for c in model.controls)

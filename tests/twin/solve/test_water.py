@@ -155,22 +155,13 @@ def test_ltown_extended_period_matches_epanet(tmp_path):
 
 
 # -- other head loss laws ------------------------------------------------------------------------
-def _drop_controls(wn):
-    """WNTR writes controls as 'Pump 10 ...', which EPANET accepts and our reader rejects (it
-    insists on EPANET's documented 'LINK'); a single period without controls compares the same."""
-    for name in list(wn.control_name_list):
-        wn.remove_control(name)
-
-
 def _to_darcy(wn):
-    _drop_controls(wn)
     wn.options.hydraulic.headloss = "D-W"
     for _, pipe in wn.pipes():
         pipe.roughness = 0.26e-3    # m: WNTR keeps D-W roughness in metres (0.26 mm)
 
 
 def _to_manning(wn):
-    _drop_controls(wn)
     wn.options.hydraulic.headloss = "C-M"
     for _, pipe in wn.pipes():
         pipe.roughness = 0.011
