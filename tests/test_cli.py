@@ -50,8 +50,9 @@ def test_bad_network_gives_a_clean_error(tmp_path):
 
 
 def test_export_round_trip(tmp_path):
-    res = run("export", "schutterwald", str(tmp_path / "geo.json"), "--to", "geojson")
+    res = run("export", "schutterwald", str(tmp_path / "geo.geojson"), "--to", "geojson")
     assert res.returncode == 0, res.stderr
+    assert figures(run("solve", str(tmp_path / "geo.geojson")).stdout)["converged"] == "true"
     res = run("export", "net1", str(tmp_path / "net1.inp"), "--to", "inp")
     assert res.returncode == 0, res.stderr
     assert run("solve", str(tmp_path / "net1.inp")).returncode == 0

@@ -8,7 +8,8 @@ from pipetwin.twin.model import NetworkFileError, NetworkModel
 
 
 def read_network(path: str | Path, **options) -> NetworkModel:
-    """Read an EPANET ``.inp``, a GasLib ``.net`` (``scenario=`` a ``.scn``), or a tabular folder."""
+    """Read an EPANET ``.inp``, a GasLib ``.net`` (``scenario=`` a ``.scn``), a GeoJSON file, or a
+    tabular folder."""
     path = Path(path)
     if path.is_dir():
         from pipetwin.twin.io.tabular import read_tabular
@@ -28,4 +29,9 @@ def read_network(path: str | Path, **options) -> NetworkModel:
         return read_gaslib(path, scenario, **options)
     if path.name == "network.json":
         return read_network(path.parent)
-    raise NetworkFileError(path, None, "unknown network format: expected .inp, .net, or a tabular folder")
+    if suffix in (".geojson", ".json"):
+        from pipetwin.twin.io.geojson import read_geojson
+
+        return read_geojson(path, **options)
+    raise NetworkFileError(path, None,
+                           "unknown network format: expected .inp, .net, .geojson, or a tabular folder")

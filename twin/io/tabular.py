@@ -73,7 +73,8 @@ def _num(path, line, row, name, *, optional=False, positive=False, nonneg=False)
     return v
 
 
-def _medium(meta: dict, path: Path) -> tuple[Medium, GasProperties, WaterProperties]:
+def medium_from_meta(meta: dict, path: Path) -> tuple[Medium, GasProperties, WaterProperties]:
+    """The medium and its constants from a ``network.json``-shaped dict."""
     name = meta.get("medium")
     if name == "natural_gas":
         gas = GasProperties()
@@ -117,7 +118,7 @@ def read_tabular(folder: str | Path) -> NetworkModel:
     if not isinstance(meta, dict):
         raise NetworkFileError(meta_path, None, "expected a JSON object")
     try:
-        medium, gas, water = _medium(meta, meta_path)
+        medium, gas, water = medium_from_meta(meta, meta_path)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, NetworkFileError):
             raise
@@ -233,6 +234,24 @@ def _g(v: float) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
 
 
+def medium_meta(model: NetworkModel) -> dict:
+    """The medium and its constants as ``network.json`` states them."""
+    if not model.is_gas:
+        return {"medium": "water", "headloss": model.water.headloss}
+    g = model.gas
+    c = g.compressibility
+    comp = ({"model": "linear", "offset": c.offset, "slope_per_pa": c.slope_per_pa} if c.model == "linear"
+            else {"model": "constant", "z": c.z} if c.model == "constant"
+            else {"model": "papay", "pseudocritical_pressure_pa": c.pseudocritical_pressure_pa,
+                  "pseudocritical_temperature_k": c.pseudocritical_temperature_k})
+    meta = {"medium": "natural_gas", "normal_density_kg_m3": g.normal_density_kg_m3,
+            "temperature_k": g.temperature_k, "dynamic_viscosity_pa_s": g.dynamic_viscosity_pa_s,
+            "gravity_m_s2": g.gravity_m_s2,
+            "normal_conditions": {"temperature_k": g.normal_temperature_k, "pressure_pa": g.normal_pressure_pa},
+            "compressibility": comp, "friction": g.friction}
+    return meta
+
+
 def write_tabular(model: NetworkModel, folder: str | Path) -> None:
     """Write ``model`` in the tabular form. Pipes go to pipes.csv, isolation valves and
     regulators to valves.csv; other link kinds have no tabular form and are refused."""
@@ -240,21 +259,7 @@ def write_tabular(model: NetworkModel, folder: str | Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     nodes, links = model.nodes, model.links
     is_gas = model.is_gas
-    meta: dict = {"medium": "natural_gas" if is_gas else "water", "name": model.name}
-    if is_gas:
-        g = model.gas
-        c = g.compressibility
-        comp = ({"model": "linear", "offset": c.offset, "slope_per_pa": c.slope_per_pa} if c.model == "linear"
-                else {"model": "constant", "z": c.z} if c.model == "constant"
-                else {"model": "papay", "pseudocritical_pressure_pa": c.pseudocritical_pressure_pa,
-                      "pseudocritical_temperature_k": c.pseudocritical_temperature_k})
-        meta.update({"normal_density_kg_m3": g.normal_density_kg_m3, "temperature_k": g.temperature_k,
-                     "dynamic_viscosity_pa_s": g.dynamic_viscosity_pa_s, "gravity_m_s2": g.gravity_m_s2,
-                     "normal_conditions": {"temperature_k": g.normal_temperature_k,
-                                           "pressure_pa": g.normal_pressure_pa},
-                     "compressibility": comp, "friction": g.friction})
-    else:
-        meta["headloss"] = model.water.headloss
+    meta = {"name": model.name, **medium_meta(model)}
     if model.crs:
         meta["crs"] = model.crs
     (folder / "network.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -132,3 +132,61 @@ def test_corrupted_files_fail_cleanly(tmp_path_factory, which, pos, junk):
         read_tabular(folder)
     except NetworkFileError as exc:
         assert f"{which}.csv" in str(exc) or "pipes.csv" in str(exc)
+
+
+# --- GeoJSON: the pair -------------------------------------------------------------------------
+
+def test_geojson_round_trip(tmp_path):
+    from pipetwin.twin.io.geojson import read_geojson
+
+    model = read_tabular(example("schutterwald"))
+    write_geojson(model, tmp_path / "net.geojson")
+    back = read_geojson(tmp_path / "net.geojson")
+    _same(model, back)
+    assert back.crs == model.crs
+
+
+def test_geojson_plain_gis_export_snaps_line_ends(tmp_path):
+    """A GIS layer without from/to: ends join the nodes they touch, lengths from the geometry."""
+    from pipetwin.twin.io.geojson import read_geojson
+    from pipetwin.twin.solve.gas import solve_gas
+
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [0, 0]},
+         "properties": {"id": "gate", "kind": "source", "fixed_pressure_pa": 2e5}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [300, 400]},
+         "properties": {"id": "house", "kind": "consumer", "demand": 0.001}},
+        {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [300, 0], [300.004, 400]]},
+         "properties": {"id": "main", "diameter_m": 0.1}},
+    ]}
+    (tmp_path / "gis.geojson").write_text(json.dumps(doc))
+    model = read_geojson(tmp_path / "gis.geojson")
+    assert model.links.length_m[0] == pytest.approx(700.0, abs=1e-3)
+    assert model.links.to_node[0] == model.node_index()["house"]
+    assert len(model.vertices["main"]) == 1
+    assert solve_gas(model).converged
+
+
+@pytest.mark.parametrize("mutate,fragment", [
+    (lambda d: d["features"][2]["geometry"]["coordinates"].__setitem__(-1, [999, 999]), "no node within"),
+    (lambda d: d["features"][1]["properties"].__setitem__("demand", "much"), "not a number"),
+    (lambda d: d["features"][2]["properties"].__setitem__("kind", "teleporter"), "unknown link kind"),
+    (lambda d: d["features"][1].__setitem__("geometry", {"type": "Polygon", "coordinates": []}), "Polygon"),
+    (lambda d: d.__setitem__("type", "Feature"), "FeatureCollection"),
+])
+def test_geojson_bad_features_are_named(tmp_path, mutate, fragment):
+    from pipetwin.twin.io.geojson import read_geojson
+
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [0, 0]},
+         "properties": {"id": "gate", "kind": "source", "fixed_pressure_pa": 2e5}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [100, 0]},
+         "properties": {"id": "house", "kind": "consumer", "demand": 0.001}},
+        {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [100, 0]]},
+         "properties": {"id": "main", "diameter_m": 0.1}},
+    ]}
+    mutate(doc)
+    (tmp_path / "bad.geojson").write_text(json.dumps(doc))
+    with pytest.raises(NetworkFileError, match=fragment) as err:
+        read_geojson(tmp_path / "bad.geojson")
+    assert "bad.geojson" in str(err.value)
