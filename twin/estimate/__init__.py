@@ -1,0 +1,1 @@
+"""State estimation: fit the twin to each tick's measurements."""
