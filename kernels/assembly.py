@@ -7,6 +7,8 @@ sparse factorization can reuse its symbolic analysis.
 import numpy as np
 from numba import njit
 
+from pipetwin.kernels.cholesky import _sym_upper_residual, chol_numeric, chol_solve
+
 
 @njit(cache=True)
 def scatter_laplacian(w, pos_ii, pos_jj, pos_ij, pos_ji, diag_extra, diag_pos, out):
@@ -48,3 +50,43 @@ def csc_positions(indptr, indices, rows, cols, out):
 
 def empty_positions(n: int) -> np.ndarray:
     return np.full(n, -1, dtype=np.int64)
+
+
+@njit(cache=True)
+def laplacian_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, rp, rj, lp, li, lx,
+                   dinv, work, cw, rhs, x0, refactor, out):
+    """One linear step of the Newton solvers without leaving compiled code: scatter conductances
+    ``w`` (and ``diag_extra``) into the permuted upper triangle ``cx``, form the residual
+    rhs - C x0, refactor L (unless ``refactor`` is False: a chord step with the last L), solve for
+    the correction and write x0 + correction to ``out`` (original row order). The correction form
+    keeps rounding proportional to the step, not to |x| (conductances span many decades).
+    Returns False when C is not positive definite."""
+    n = perm.shape[0]
+    for p in range(cx.shape[0]):
+        cx[p] = 0.0
+    for k in range(w.shape[0]):
+        wk = w[k]
+        if wk == 0.0:
+            continue
+        if pos_a[k] >= 0:
+            cx[pos_a[k]] += wk
+        if pos_b[k] >= 0:
+            cx[pos_b[k]] += wk
+        if pos_ab[k] >= 0:
+            cx[pos_ab[k]] -= wk
+    for i in range(diag_extra.shape[0]):
+        cx[cdiag[pinv[i]]] += diag_extra[i]
+    if refactor:
+        if not chol_numeric(n, cp, ci, cx, rp, rj, lp, li, lx, dinv, work, cw):
+            return False
+    xp = np.empty(n)
+    res = np.empty(n)
+    bp = np.empty(n)
+    for j in range(n):
+        xp[j] = x0[perm[j]]
+        bp[j] = rhs[perm[j]]
+    _sym_upper_residual(n, cp, ci, cx, bp, xp, res)
+    chol_solve(n, lp, li, lx, dinv, res)
+    for j in range(n):
+        out[perm[j]] = xp[j] + res[j]
+    return True

@@ -90,3 +90,30 @@ def test_pipe_law_is_odd_with_finite_slope(m, law, switch):
 def test_pipe_law_zero_flow_has_finite_slope():
     phi, dphi = _pipe([0.0, 1e-300, -1e-300])
     assert phi[0] == 0.0 and np.isfinite(dphi).all() and (dphi > 0).all()
+
+
+def test_pipe_law_gathers_and_measures_the_residual():
+    """``pipe_law`` (what the solver calls each step) equals ``pipe_terms`` on gathered ends and
+    reports the largest |p1^2 - p2^2 - phi| / (p1 + p2) and the largest drop."""
+    m = np.array([0.5, -0.2, 0.0, 1.0])
+    p = np.array([2e5, 1.99e5, 1.98e5])
+    fr = np.array([0, 1, 2, 0], np.int64)
+    to = np.array([1, 2, 0, 2], np.int64)
+    pipes = np.array([0, 1, 3], np.int64)
+    one = np.ones(3)
+    args = (0.0 * one, 0.1 * one, 100.0 * one, 1e-4 * one, 0.0 * one, gk.COLEBROOK, False, 1.0, 1.1e-5, 0.73,
+            101325.0, 273.15, 283.15, 9.81, gk.Z_LINEAR, 1.0, 1.0, -2.2e-8, 4.6e6, 193.0, 1e-30 * one)
+    phi, dphi = np.empty(3), np.empty(3)
+    law_res, dp_scale = gk.pipe_law(m, p, fr, to, pipes, *args, np.zeros(3), phi, dphi)
+    ref_phi, ref_dphi = np.empty(3), np.empty(3)
+    gk.pipe_terms(m[pipes], p[fr[pipes]], p[to[pipes]], *args, np.zeros(3), ref_phi, ref_dphi)
+    assert np.array_equal(phi, ref_phi) and np.array_equal(dphi, ref_dphi)
+    p1, p2 = p[fr[pipes]], p[to[pipes]]
+    assert law_res == pytest.approx(np.max(np.abs(p1 ** 2 - p2 ** 2 - phi) / (p1 + p2)), rel=1e-12)
+    assert dp_scale == pytest.approx(np.max(np.abs(p1 - p2)))
+
+
+def test_mean_pressure_matches_the_cubic_form():
+    for p1, p2 in [(5e5, 3e5), (1e5, 7e6), (2e5, 1.9e5)]:
+        ref = 2.0 / 3.0 * (p1 ** 3 - p2 ** 3) / (p1 ** 2 - p2 ** 2)
+        assert gk.mean_pressure(p1, p2) == pytest.approx(ref, rel=1e-9)

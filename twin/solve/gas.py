@@ -100,6 +100,32 @@ class GasSolver:
             raise ValueError(f"unknown compressibility model {c.model!r}")
         self.zargs = (Z_CODES[c.model], c.z, c.offset, c.slope_per_pa, c.pseudocritical_pressure_pa,
                       c.pseudocritical_temperature_k)
+        self._pipe_constants()
+        self.fr = links.from_node.astype(np.int64)
+        self.to = links.to_node.astype(np.int64)
+        # each link's mode in a Newton step; controlled links are set from their status each step
+        self.base_mode = np.full(model.n_links, gk.MODE_NONE, np.int64)
+        self.base_mode[np.isin(self.kind, LOSSLESS) & self.active_link] = gk.MODE_OPEN
+        self.base_mode[self.pipe_idx] = gk.MODE_PIPE
+        self.pipe_slot = np.full(model.n_links, -1, np.int64)
+        self.pipe_slot[self.pipe_idx] = np.arange(len(self.pipe_idx))
+
+    def _pipe_constants(self) -> None:
+        """Per-pipe arrays the pipe law reads every step, gathered once."""
+        model, g, idx = self.model, self.model.gas, self.pipe_idx
+        links, nodes = model.links, model.nodes
+        self.pipe_dz = np.ascontiguousarray(nodes.elevation_m[links.from_node[idx]] - nodes.elevation_m[links.to_node[idx]], dtype=np.float64)
+        self.pipe_d = np.ascontiguousarray(links.diameter_m[idx], dtype=np.float64)
+        self.pipe_l = np.ascontiguousarray(links.length_m[idx], dtype=np.float64)
+        self.pipe_k = np.ascontiguousarray(links.roughness[idx], dtype=np.float64)
+        self.pipe_zeta = np.ascontiguousarray(links.minor_loss[idx], dtype=np.float64)
+        d = self.pipe_d
+        area = 0.25 * np.pi * d * d
+        z_m = 1.0
+        # floor of dphi/dm: the laminar (Hagen-Poiseuille) slope, the smallest physical one
+        c0 = g.normal_pressure_pa * g.temperature_k * z_m / (g.normal_temperature_k * g.normal_density_kg_m3 * area ** 2)
+        floor = c0 * 64.0 * g.dynamic_viscosity_pa_s * area * self.pipe_l / (d * d)
+        self.pipe_floor = np.maximum(floor * self.floor_factor, 1e-300)
 
     def _system_for(self, pinned: tuple) -> tuple[LaplacianSystem, np.ndarray]:
         """The linear system over free nodes less the ``pinned`` ones (held by active regulators
@@ -117,26 +143,19 @@ class GasSolver:
         return self._systems[pinned]
 
     # -- physics helpers ------------------------------------------------------------------------
-    def _pipe_phi(self, m, p_from, p_to):
-        """phi and dphi/dm of the pipes in ``pipe_idx``."""
-        model, g, idx = self.model, self.model.gas, self.pipe_idx
-        links, nodes = model.links, model.nodes
-        dz = nodes.elevation_m[links.from_node[idx]] - nodes.elevation_m[links.to_node[idx]]
-        phi = np.empty(len(idx))
-        dphi = np.empty(len(idx))
-        d = links.diameter_m[idx]
-        area = 0.25 * np.pi * d * d
-        z_m = 1.0
-        # floor of dphi/dm: the laminar (Hagen-Poiseuille) slope, the smallest physical one
-        c0 = g.normal_pressure_pa * g.temperature_k * z_m / (g.normal_temperature_k * g.normal_density_kg_m3 * area ** 2)
-        floor = c0 * 64.0 * g.dynamic_viscosity_pa_s * area * links.length_m[idx] / (d * d)
-        floor = np.maximum(floor * self.floor_factor, 1e-300)
-        gk.pipe_terms(m[idx], p_from, p_to, dz, d, links.length_m[idx], links.roughness[idx],
-                      links.minor_loss[idx], self.law, self.options.laminar_switch, g.pipe_efficiency,
-                      g.dynamic_viscosity_pa_s, g.normal_density_kg_m3, g.normal_pressure_pa,
-                      g.normal_temperature_k, g.temperature_k, g.gravity_m_s2, *self.zargs, floor,
-                      self._lam_cache, phi, dphi)
-        return phi, dphi
+    def _pipe_phi(self, m, p):
+        """phi and dphi/dm of the pipes in ``pipe_idx`` at link flows ``m`` and node pressures ``p``,
+        and (law residual, largest pipe drop) in Pa."""
+        g = self.model.gas
+        phi = np.empty(len(self.pipe_idx))
+        dphi = np.empty(len(self.pipe_idx))
+        law_res, dp_scale = gk.pipe_law(
+            np.ascontiguousarray(m, dtype=np.float64), np.ascontiguousarray(p, dtype=np.float64), self.fr, self.to,
+            self.pipe_idx, self.pipe_dz, self.pipe_d, self.pipe_l, self.pipe_k, self.pipe_zeta, self.law,
+            self.options.laminar_switch, g.pipe_efficiency, g.dynamic_viscosity_pa_s, g.normal_density_kg_m3,
+            g.normal_pressure_pa, g.normal_temperature_k, g.temperature_k, g.gravity_m_s2, *self.zargs,
+            self.pipe_floor, self._lam_cache, phi, dphi)
+        return phi, dphi, law_res, dp_scale
 
     def _balanced_start(self, demand: np.ndarray) -> np.ndarray:
         """Starting flows that already balance every node: subtree demands along a breadth-first
@@ -203,7 +222,6 @@ class GasSolver:
         pi_fix = np.where(self.fixed, p_fix * p_fix, 0.0)
 
 
-        is_lossless = np.isin(self.kind, LOSSLESS)
         converged = False
         message = "iteration limit reached"
         it = 0
@@ -213,18 +231,21 @@ class GasSolver:
         last_law = np.inf
         last_system = None
         refactors = 0
-        vacuum = np.zeros(n, bool)
+        n_vacuum = 0
         tol_p = max(opt.tol_pressure_pa, 1e-10 * p_ref)
         tol_law_cap = max(opt.tol_law_pa, 1e-10 * p_ref)
+        ctrl = self.ctrl_idx
+        mode = self.base_mode.copy()
+        P, Y, a = np.empty(nl), np.empty(nl), np.empty(nl)
+        rhs = np.empty(n)
+        m_new = np.empty(nl)
+        p_new = np.empty(n)
+        demand = np.ascontiguousarray(demand, dtype=np.float64)
         for it in range(1, opt.max_iter + 1):
-            phi, dphi = self._pipe_phi(m, p[fr[self.pipe_idx]], p[to[self.pipe_idx]])
             # how far the current iterate is from the pipe law, in Pa
-            pf, pt = p[fr[self.pipe_idx]], p[to[self.pipe_idx]]
-            law = np.abs(pf * pf - pt * pt - phi) / np.maximum(pf + pt, 1.0)
-            law_res = float(law.max()) if len(law) else 0.0
+            phi, dphi, law_res, dp_scale = self._pipe_phi(m, p)
             # the law must hold to 1e-6 of the largest pipe drop (networks whose drops are all tiny
             # need it), never looser than tol_law_pa
-            dp_scale = float(np.max(np.abs(pf - pt))) if len(law) else 0.0
             tol_law = min(tol_law_cap, max(1e-6 * dp_scale, 1e-11 * p_ref))
             if it > 1 and dp_max <= tol_p and law_res <= tol_law:
                 if not self._update_status(status, m, p, target):
@@ -239,42 +260,28 @@ class GasSolver:
                 self._conductance_scale = float(np.median(1.0 / dphi)) if len(dphi) else 1.0
             g_lossless = opt.lossless_ratio * self._conductance_scale
             g_closed = opt.closed_ratio * self._conductance_scale
-            P = np.zeros(nl)
-            Y = np.zeros(nl)
-            P[self.pipe_idx] = 1.0 / dphi
-            Y[self.pipe_idx] = phi / dphi
-            P[is_lossless & self.active_link] = g_lossless
-            Y[is_lossless & self.active_link] = m[is_lossless & self.active_link]      # phi = m / g, Y = P phi = m
-            ctrl = self.ctrl_idx
-            active = ctrl[status[ctrl] == LinkStatus.ACTIVE]
-            opened = ctrl[status[ctrl] == LinkStatus.OPEN]
-            closed = ctrl[status[ctrl] == LinkStatus.CLOSED]
-            P[opened] = g_lossless
-            Y[opened] = m[opened]
-            P[closed] = g_closed
-            Y[closed] = m[closed]
             # active regulators/compressors: zero conductance, downstream node pinned to its target,
             # last flow drawn from the upstream node (a = m - Y = m)
-            P[active] = 0.0
-            Y[active] = 0.0
-            target[ctrl] = np.where(self.kind[ctrl] == LinkKind.COMPRESSOR_RATIO, setting[ctrl] * p[fr[ctrl]],
-                                    setting[ctrl])
-            a = m - Y
-            pinned = tuple(np.unique(to[active]).tolist())
+            active = ctrl[status[ctrl] == LinkStatus.ACTIVE]
+            if len(ctrl):
+                mode[ctrl] = np.select([status[ctrl] == LinkStatus.OPEN, status[ctrl] == LinkStatus.CLOSED],
+                                       [gk.MODE_OPEN, gk.MODE_CLOSED], gk.MODE_NONE)
+                target[ctrl] = np.where(self.kind[ctrl] == LinkKind.COMPRESSOR_RATIO, setting[ctrl] * p[fr[ctrl]],
+                                        setting[ctrl])
+            gk.gga_coefficients(mode, self.pipe_slot, m, phi, dphi, g_lossless, g_closed, P, Y, a)
+            pinned = tuple(np.unique(to[active]).tolist()) if len(active) else ()
             system, row = self._system_for(pinned)
             pi_new = pi_fix.copy()
             pi_new[to[active]] = target[active] ** 2
-            rhs = (-demand - np.bincount(fr, a - P * pi_new[to], minlength=n)
-                   + np.bincount(to, a + P * pi_new[fr], minlength=n))
+            gk.gga_rhs(fr, to, a, P, pi_new, demand, rhs)
             rows = row >= 0
-            # warm start: keep the last factorization while the pipe-law residual keeps falling fast
             # a warm re-solve keeps the last factorization (a chord step: its Jacobian barely moved)
             # while the pipe-law residual keeps falling fast; a cold solve refactors every time
             chord = warm_start is not None and (it == 1 or (law_res < 0.2 * last_law and system is last_system))
             pi_new[rows] = system.solve(P, np.zeros(system.n), rhs[rows], x0=(p * p)[rows], refactor=not chord)
             refactors += not chord
             last_law, last_system = law_res, system
-            m_new = a + P * (pi_new[fr] - pi_new[to])
+            gk.gga_flows(fr, to, a, P, pi_new, self.active_link, m_new)
             if len(active):
                 # flow of a pinned regulator: what its downstream node needs from it
                 others = m_new.copy()
@@ -282,13 +289,12 @@ class GasSolver:
                 need = np.bincount(fr, others, minlength=n) - np.bincount(to, others, minlength=n) + demand
                 share = np.bincount(to[active], minlength=n)
                 m_new[active] = need[to[active]] / share[to[active]]
-            m_new[~self.active_link] = 0.0
-            vacuum = self.free & (pi_new < 1.0)
-            p_new = np.where(self.supplied, np.sqrt(np.maximum(pi_new, 1.0)), 0.0)
-            dp_max = float(np.max(np.abs(p_new - p)[self.supplied])) if self.supplied.any() else 0.0
-            m, p = m_new, p_new
+            dp_max, n_vacuum = gk.gga_pressures(pi_new, self.supplied, self.free, p, p_new)
+            m, m_new = m_new, m
+            p, p_new = p_new, p
 
-        if not converged and vacuum.any():
+        if not converged and n_vacuum:
+            vacuum = self.free & (pi_new < 1.0)
             worst = model.nodes.ids[np.argmin(np.where(vacuum, pi_new, np.inf))]
             message = (f"pressure fell below zero at {int(vacuum.sum())} node(s), e.g. {worst}: "
                        "the network cannot deliver this demand")
@@ -309,9 +315,9 @@ class GasSolver:
         rho_link = 0.5 * (rho_node[fr] + rho_node[to])
         velocity = np.where(self.is_pipe & (rho_link > 0) & (area > 0), m / np.maximum(rho_link * area, 1e-300), 0.0)
         if not converged:   # the loop's last residual belongs to the previous iterate
-            phi, _ = self._pipe_phi(m, p[fr[self.pipe_idx]], p[to[self.pipe_idx]])
-            law = np.abs(p[fr[self.pipe_idx]] ** 2 - p[to[self.pipe_idx]] ** 2 - phi) / np.maximum(
-                p[fr[self.pipe_idx]] + p[to[self.pipe_idx]], 1.0)
+            phi, _, _, _ = self._pipe_phi(m, p)
+        law = np.abs(p[fr[self.pipe_idx]] ** 2 - p[to[self.pipe_idx]] ** 2 - phi) / np.maximum(
+            p[fr[self.pipe_idx]] + p[to[self.pipe_idx]], 1.0)
         ok = supplied[fr[self.pipe_idx]]
         max_pipe_res = float(np.max(law[ok])) if ok.any() else 0.0
         lossless_now = np.isin(self.kind, LOSSLESS) & self.active_link & ~closed_now

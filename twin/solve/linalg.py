@@ -1,8 +1,12 @@
 """The linear step of both Newton solvers: a symmetric positive definite system A D A^T over the
 free (not fixed-pressure) nodes, with a sparsity pattern fixed by the topology.
 
-CHOLMOD (scikit-sparse) when it is installed: the symbolic analysis is done once and each Newton
-step refactors numerically. Otherwise SciPy's SuperLU, which redoes the analysis each time.
+Three backends. "numba" (the default for small systems): the compiled
+up-looking Cholesky of ``kernels/cholesky.py`` with CHOLMOD's AMD order (else reverse
+Cuthill-McKee), assembled, factorized and solved in one call, so a Newton step builds no SciPy
+objects. "cholmod" (scikit-sparse, the default above ``NUMBA_ROWS`` rows): its analysis is cheaper
+than the compiled symbolic pass there, and on large meshes its supernodal factorization (BLAS) beats
+a simplicial one. "splu": SciPy's SuperLU, which redoes the analysis each time.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from pipetwin.kernels.assembly import csc_positions, scatter_laplacian
+from pipetwin.kernels.assembly import csc_positions, laplacian_step, scatter_laplacian
+from pipetwin.kernels.cholesky import chol_row_patterns, chol_symbolic, gga_matrix_pattern
 
 try:  # optional accelerated backend
     from sksparse.cholmod import analyze as _cholmod_analyze  # type: ignore
@@ -21,6 +26,7 @@ except Exception:  # pragma: no cover - depends on the machine
 
 
 SUPERNODAL_ROWS = 50_000
+NUMBA_ROWS = 5_000          # up to this many rows the compiled Cholesky is the default
 
 
 class LaplacianSystem:
@@ -58,12 +64,55 @@ class LaplacianSystem:
         self.pos_ji = pos(ij_c, ij_r)
         self.diag_pos = pos(diag, diag)
         if backend == "auto":
-            backend = "cholmod" if HAVE_CHOLMOD else "splu"
+            # small systems: Python and SciPy overheads dominate, the compiled path wins; larger
+            # ones: CHOLMOD's analysis is cheaper than the compiled symbolic pass, its numeric
+            # factorization as fast
+            backend = "numba" if self.n <= NUMBA_ROWS else "cholmod" if HAVE_CHOLMOD else "splu"
         if backend == "cholmod" and not HAVE_CHOLMOD:
             raise ValueError("backend 'cholmod' needs scikit-sparse (pip install 'pipetwin[fast]')")
         self.backend = backend
         self._factor = None
         self._numeric = None     # solve with the last numeric factorization
+        if backend == "numba":
+            self._build_numba(link_i, link_j)
+
+    def _order(self) -> np.ndarray:
+        """Fill-reducing order (new -> old): CHOLMOD's AMD, else SciPy's reverse Cuthill-McKee."""
+        if HAVE_CHOLMOD:
+            values = np.full(len(self.indices), -1e-3)
+            values[self.diag_pos] = 4.0
+            pattern = sp.csc_matrix((values, self.indices, self.indptr), shape=(self.n, self.n))
+            return np.asarray(_cholmod_analyze(pattern, mode="simplicial", ordering_method="amd").P(), np.int64)
+        from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+        return np.asarray(reverse_cuthill_mckee(self.matrix().tocsr(), symmetric_mode=True), np.int64)
+
+    def _build_numba(self, link_i: np.ndarray, link_j: np.ndarray) -> None:
+        """Permuted upper-triangular pattern, each link's entry positions and the symbolic
+        factorization, once per topology."""
+        n = self.n
+        self.perm = self._order() if n else np.zeros(0, np.int64)
+        self.pinv = np.empty(n, np.int64)
+        self.pinv[self.perm] = np.arange(n)
+        # gga_matrix_pattern maps link ends through a node -> row table: rows here, n for "fixed"
+        row = np.append(np.arange(n, dtype=np.int64), -1)
+        a = np.where(link_i >= 0, link_i, n)
+        b = np.where(link_j >= 0, link_j, n)
+        (self.cp, self.ci, self.cdiag, self.pos_a, self.pos_b,
+         self.pos_ab) = gga_matrix_pattern(a, b, row, np.zeros(len(a), np.bool_), self.pinv, n)
+        parent = np.empty(n, np.int64)
+        self.lp = np.empty(n + 1, np.int64)
+        sw = np.empty(max(n, 1), np.int64)
+        mark = np.zeros(n, np.bool_)
+        nnz_l = chol_symbolic(n, self.cp, self.ci, parent, self.lp, sw, mark)
+        self.rp, self.rj = chol_row_patterns(n, self.cp, self.ci, parent, self.lp, sw, mark)
+        self.cx = np.zeros(len(self.ci))
+        self.li = np.empty(nnz_l, np.int64)
+        self.lx = np.empty(nnz_l)
+        self.dinv = np.empty(n)
+        self.work = np.empty(n)
+        self.cw = np.empty(n, np.int64)
+        self._factored = False
 
     def matrix(self) -> sp.csc_matrix:
         return sp.csc_matrix((self.values, self.indices, self.indptr), shape=(self.n, self.n))
@@ -83,6 +132,8 @@ class LaplacianSystem:
         iteration still converges to the exact solution, only no longer quadratically."""
         if self.n == 0:
             return np.zeros(0)
+        if self.backend == "numba":
+            return self._numba_solve(w, diag_extra, rhs, x0, refactor)
         self.assemble(w, diag_extra)
         m = self.matrix()
         if not refactor and self._numeric is not None:
@@ -92,6 +143,23 @@ class LaplacianSystem:
         if x0 is not None:
             return x0 + self._factor_solve(m, rhs - m @ x0)
         return self._factor_solve(m, rhs)
+
+    def _numba_solve(self, w, diag_extra, rhs, x0, refactor) -> np.ndarray:
+        if not refactor and not self._factored:
+            refactor = True
+        if not refactor and x0 is None:
+            raise ValueError("a solve with an old factorization needs x0")
+        out = np.empty(self.n)
+        x0 = np.zeros(self.n) if x0 is None else np.ascontiguousarray(x0, dtype=np.float64)
+        ok = laplacian_step(np.ascontiguousarray(w, dtype=np.float64), np.ascontiguousarray(diag_extra, dtype=np.float64),
+                            self.pinv, self.perm, self.pos_a, self.pos_b, self.pos_ab, self.cdiag, self.cp,
+                            self.ci, self.cx, self.rp, self.rj, self.lp, self.li, self.lx, self.dinv, self.work,
+                            self.cw, np.ascontiguousarray(rhs, dtype=np.float64), x0, refactor, out)
+        if not ok:
+            self._factored = False
+            raise np.linalg.LinAlgError("the Newton matrix is not positive definite")
+        self._factored = True
+        return out
 
     def _factor_solve(self, m: sp.csc_matrix, rhs: np.ndarray) -> np.ndarray:
         if self.backend == "cholmod":

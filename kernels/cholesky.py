@@ -1,0 +1,226 @@
+"""Sparse Cholesky of the GGA matrices (CSparse's up-looking cs_chol) in numba, shared by the water
+and gas solvers so their whole Newton loops can stay in compiled code.
+
+The fill-reducing order comes from outside (CHOLMOD's AMD, computed once per topology); the
+symbolic pass (elimination tree, L's column counts and row patterns) is done once per pattern and
+each Newton step only refactors numerically.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+# -- sparse Cholesky of the GGA matrix (CSparse's up-looking cs_chol) ---------------------------
+# The matrix A over the free rows is stored permuted (fill-reducing order ``perm``: new -> old
+# row) as its upper triangle by columns (``cp``, ``ci``, ``cx``). Each trial rewrites ``cx``,
+# factorizes numerically into L (``lp`` from the symbolic pass, ``li``/``lx`` filled in) and
+# solves, all without leaving compiled code.
+@njit(cache=True)
+def _ereach(cp, ci, k, parent, s, mark):
+    """Nonzero pattern of row k of L (the reach of column k's entries in the elimination tree),
+    in s[top:n] in topological order. ``mark`` must be all False on entry and is left so."""
+    n = parent.shape[0]
+    top = n
+    mark[k] = True
+    for p in range(cp[k], cp[k + 1]):
+        i = ci[p]
+        if i > k:
+            continue
+        ln = 0
+        while not mark[i]:
+            s[ln] = i
+            ln += 1
+            mark[i] = True
+            i = parent[i]
+        while ln > 0:
+            top -= 1
+            ln -= 1
+            s[top] = s[ln]
+    for p in range(top, n):
+        mark[s[p]] = False
+    mark[k] = False
+    return top
+
+
+@njit(cache=True)
+def chol_symbolic(n, cp, ci, parent, lp, s, mark):
+    """Elimination tree (``parent``) of the upper-triangular CSC pattern and L's column
+    pointers ``lp`` (n + 1). Returns nnz(L)."""
+    ancestor = np.empty(n, np.int64)
+    for k in range(n):
+        parent[k] = -1
+        ancestor[k] = -1
+        for p in range(cp[k], cp[k + 1]):
+            i = ci[p]
+            while i != -1 and i < k:
+                inext = ancestor[i]
+                ancestor[i] = k
+                if inext == -1:
+                    parent[i] = k
+                i = inext
+    count = np.zeros(n, np.int64)
+    for k in range(n):
+        top = _ereach(cp, ci, k, parent, s, mark)
+        for p in range(top, n):
+            count[s[p]] += 1
+        count[k] += 1
+    lp[0] = 0
+    for k in range(n):
+        lp[k + 1] = lp[k] + count[k]
+    return lp[n]
+
+
+@njit(cache=True)
+def chol_row_patterns(n, cp, ci, parent, lp, s, mark):
+    """The pattern of every row of L (its ereach), stored once: row k's off-diagonal columns are
+    rj[rp[k]:rp[k + 1]] in the order the numeric factorization visits them."""
+    rp = np.zeros(n + 1, np.int64)
+    rj = np.empty(max(lp[n] - n, 0), np.int64)
+    for k in range(n):
+        top = _ereach(cp, ci, k, parent, s, mark)
+        q = rp[k]
+        for t in range(top, n):
+            rj[q] = s[t]
+            q += 1
+        rp[k + 1] = q
+    return rp, rj
+
+
+@njit(cache=True)
+def chol_numeric(n, cp, ci, cx, rp, rj, lp, li, lx, dinv, x, c):
+    """L L^T = C numerically (CSparse's up-looking cs_chol, with the row patterns of L known).
+    ``dinv`` gets 1 / diag(L). Returns False when C is not positive definite."""
+    for k in range(n):
+        c[k] = lp[k]
+        x[k] = 0.0
+    for k in range(n):
+        for p in range(cp[k], cp[k + 1]):
+            x[ci[p]] += cx[p]
+        d = x[k]
+        x[k] = 0.0
+        for t in range(rp[k], rp[k + 1]):
+            i = rj[t]
+            lki = x[i] * dinv[i]
+            x[i] = 0.0
+            for p in range(lp[i] + 1, c[i]):
+                x[li[p]] -= lx[p] * lki
+            d -= lki * lki
+            p = c[i]
+            c[i] += 1
+            li[p] = k
+            lx[p] = lki
+        if not d > 0.0:
+            return False
+        p = c[k]
+        c[k] += 1
+        li[p] = k
+        lx[p] = math.sqrt(d)
+        dinv[k] = 1.0 / lx[p]
+    return True
+
+
+@njit(cache=True)
+def chol_solve(n, lp, li, lx, dinv, x):
+    """x <- L^-T L^-1 x in place (permuted space)."""
+    for j in range(n):
+        xj = x[j] * dinv[j]
+        x[j] = xj
+        for p in range(lp[j] + 1, lp[j + 1]):
+            x[li[p]] -= lx[p] * xj
+    for j in range(n - 1, -1, -1):
+        v = x[j]
+        for p in range(lp[j] + 1, lp[j + 1]):
+            v -= lx[p] * x[li[p]]
+        x[j] = v * dinv[j]
+
+
+@njit(cache=True)
+def _sym_upper_residual(n, cp, ci, cx, b, x, res):
+    """res = b - C x for symmetric C stored as its upper triangle."""
+    for i in range(n):
+        res[i] = b[i]
+    for k in range(n):
+        for p in range(cp[k], cp[k + 1]):
+            i = ci[p]
+            v = cx[p]
+            res[i] -= v * x[k]
+            if i != k:
+                res[k] -= v * x[i]
+
+
+@njit(cache=True)
+def gga_matrix_pattern(n1, n2, row, excluded_link, pinv, n):
+    """Upper-triangular CSC pattern of the permuted GGA matrix and, per link, the positions of
+    its entries: diagonal of the new row of each free end and the off-diagonal (-1 if none)."""
+    m = n1.shape[0]
+    cnt = np.ones(n, np.int64)                 # the diagonal
+    for k in range(m):
+        if excluded_link[k]:
+            continue
+        ra = row[n1[k]]
+        rb = row[n2[k]]
+        if ra >= 0 and rb >= 0 and ra != rb:
+            a = pinv[ra]
+            b = pinv[rb]
+            cnt[max(a, b)] += 1
+    cp = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        cp[j + 1] = cp[j] + cnt[j]
+    ci = np.full(cp[n], -1, np.int64)
+    fill = cp[:n].copy()
+    diag_pos = np.empty(n, np.int64)
+    for j in range(n):                         # diagonal first in each column
+        diag_pos[j] = fill[j]
+        ci[fill[j]] = j
+        fill[j] += 1
+    pos_a = np.full(m, -1, np.int64)
+    pos_b = np.full(m, -1, np.int64)
+    pos_ab = np.full(m, -1, np.int64)
+    for k in range(m):
+        if excluded_link[k]:
+            continue
+        ra = row[n1[k]]
+        rb = row[n2[k]]
+        if ra >= 0 and rb >= 0 and ra == rb:
+            continue                           # a loop on one node: no net entry
+        if ra >= 0:
+            pos_a[k] = diag_pos[pinv[ra]]
+        if rb >= 0:
+            pos_b[k] = diag_pos[pinv[rb]]
+        if ra >= 0 and rb >= 0:
+            a = pinv[ra]
+            b = pinv[rb]
+            lo = min(a, b)
+            hi = max(a, b)
+            found = -1
+            for p in range(cp[hi], fill[hi]):  # a parallel link shares the entry
+                if ci[p] == lo:
+                    found = p
+                    break
+            if found < 0:
+                found = fill[hi]
+                ci[found] = lo
+                fill[hi] += 1
+            pos_ab[k] = found
+    # compact: parallel links left unused slots
+    newpos = np.full(ci.shape[0], -1, np.int64)
+    cp2 = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        cp2[j + 1] = cp2[j] + (fill[j] - cp[j])
+    ci2 = np.empty(cp2[n], np.int64)
+    for j in range(n):
+        for t in range(fill[j] - cp[j]):
+            newpos[cp[j] + t] = cp2[j] + t
+            ci2[cp2[j] + t] = ci[cp[j] + t]
+    for j in range(n):
+        diag_pos[j] = newpos[diag_pos[j]]
+    for k in range(m):
+        if pos_a[k] >= 0:
+            pos_a[k] = newpos[pos_a[k]]
+        if pos_b[k] >= 0:
+            pos_b[k] = newpos[pos_b[k]]
+        if pos_ab[k] >= 0:
+            pos_ab[k] = newpos[pos_ab[k]]
+    return cp2, ci2, diag_pos, pos_a, pos_b, pos_ab
