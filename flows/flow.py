@@ -1,0 +1,82 @@
+"""The dataflow, top to bottom in DESIGN.md's order: validate (quality gate; bad readings to the
+quarantine), align to ticks, update the twin (state estimation), detect, alert, sinks.
+
+One definition serves live runs, replays and what-if studies: only the source and the clock
+differ. Every stateful step is keyed by network, so the same flow runs as several bytewax
+processes (one network, or one zone, per key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from pipetwin.connectors.points import PointTable
+from pipetwin.flows.alerts import AlertBook, DetectLogic
+from pipetwin.flows.detectors.base import TickDetector
+from pipetwin.flows.steps.align import AlignLogic, TickAligner
+from pipetwin.flows.steps.gate import ACCEPTED, QUARANTINED, GateLogic
+from pipetwin.flows.steps.twin import TwinLogic, TwinUpdater
+from pipetwin.twin.model import NetworkModel
+
+
+@dataclass
+class FlowSinks:
+    """Where each stream goes; None drops nothing silently: the stream is simply not wired."""
+
+    readings: Sink | None = None      # accepted Reading batches (historian)
+    quarantine: Sink | None = None    # quarantined batches with reasons
+    states: list[Sink] = field(default_factory=list)   # TwinState (Redis, historian)
+    alerts: list[Sink] = field(default_factory=list)   # Alert revisions (Redis, historian, subscribers)
+
+
+@dataclass
+class FlowConfig:
+    network: str
+    tick_s: float = 1.0
+    lateness_s: float = 2.0
+    n_zones: int = 4
+    gate: dict = field(default_factory=dict)     # QualityGate options
+
+
+def build_flow(source: Source, model: NetworkModel, points: PointTable, sinks: FlowSinks,
+               clock: Callable[[], int], detectors: Callable[[], list[TickDetector]],
+               config: FlowConfig) -> Dataflow:
+    """``source`` yields Reading record batches; ``clock`` returns "now" in ns (wall clock live,
+    event-time for replays); ``detectors`` builds fresh detector objects (one set per key)."""
+    network = config.network
+    flow = Dataflow("pipetwin")
+    # RecordBatch in the Reading schema
+    batches = op.input("readings", flow, source)
+    # (network, RecordBatch)
+    keyed = op.key_on("by_network", batches, lambda _batch: network)
+    # (network, ("accepted" | "quarantined", RecordBatch))
+    gated = op.stateful("gate", keyed, lambda resume: GateLogic(points, clock, resume, **config.gate))
+    split = op.branch("accepted_or_not", gated, lambda kv: kv[1][0] == ACCEPTED)
+    accepted = op.map_value("accepted_batch", split.trues, lambda tagged: tagged[1])
+    quarantined = op.map_value("quarantined_batch", split.falses, lambda tagged: tagged[1])
+    if sinks.readings is not None:
+        op.output("historian_readings", op.key_rm("accepted_unkeyed", accepted), sinks.readings)
+    if sinks.quarantine is not None:
+        op.output("quarantine", op.key_rm("quarantined_unkeyed", quarantined), sinks.quarantine)
+    # (network, Tick)
+    ticks = op.stateful("align", accepted, lambda resume: AlignLogic(
+        TickAligner(points, network, config.tick_s, config.lateness_s), resume))
+    # (network, TwinState)
+    states = op.stateful("twin", ticks, lambda resume: TwinLogic(
+        TwinUpdater(model, points, n_zones=config.n_zones), resume))
+    # (network, ("state", TwinState) | ("alert", Alert))
+    detected = op.stateful("detect", states, lambda resume: DetectLogic(detectors(), AlertBook(network), resume))
+    out = op.key_rm("unkeyed", detected)
+    split_out = op.branch("state_or_alert", out, lambda tagged: tagged[0] == "state")
+    state_stream = op.map("state", split_out.trues, lambda tagged: tagged[1])
+    alert_stream = op.map("alert", split_out.falses, lambda tagged: tagged[1])
+    for i, sink in enumerate(sinks.states):
+        op.output(f"states_{i}", state_stream, sink)
+    for i, sink in enumerate(sinks.alerts):
+        op.output(f"alerts_{i}", alert_stream, sink)
+    return flow

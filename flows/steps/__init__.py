@@ -1,0 +1,1 @@
+"""The flow's steps, one small module each: validate (gate), align (ticks), twin (state estimation)."""

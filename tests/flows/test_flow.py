@@ -1,0 +1,98 @@
+"""The whole flow on simulated field data, run by bytewax's own test helpers: readings in; twin
+states, quarantined readings and alerts out."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from pipetwin.connectors.points import load_points
+from pipetwin.connectors.reading import readings_batch
+from pipetwin.connectors.simulator import FieldSimulator, load_scenario
+from pipetwin.data import example
+from pipetwin.flows.contracts import Alert, TwinState
+from pipetwin.flows.detectors.data_quality import SensorSilent
+from pipetwin.flows.detectors.pressure_limit import PressureLimit
+from pipetwin.flows.detectors.residual import SensorResidual
+from pipetwin.flows.flow import FlowConfig, FlowSinks, build_flow
+from pipetwin.twin.io import read_network
+
+
+@pytest.fixture(scope="module")
+def network():
+    model = read_network(example("schutterwald"))
+    return model, load_points(example("schutterwald") / "points.csv", model)
+
+
+def simulated_batches(model, points, seconds, scenario=None, seed=0):
+    sim = FieldSimulator(model, points, scenario, seed=seed)
+    rows = sim.scada_rows
+    ids = [points.ids[r] for r in rows]
+    out = []
+    for _ in range(seconds):
+        st = sim.step(1.0)
+        v = st.scada[rows]
+        out.append(readings_batch(ids, np.full(len(rows), st.ts_ns), v, 0, "simulator"))
+    return out
+
+
+def run_flow(model, points, batches, detectors=lambda: []):
+    states, alerts, accepted, quarantined = [], [], [], []
+    latest = [0]
+
+    def clock():      # event time: a replay's "now" is its newest reading
+        return latest[0]
+
+    for b in batches:
+        latest[0] = max(latest[0], int(b.column("ts").cast(pa.int64()).to_numpy().max()))
+    sinks = FlowSinks(readings=TestingSink(accepted), quarantine=TestingSink(quarantined),
+                      states=[TestingSink(states)], alerts=[TestingSink(alerts)])
+    flow = build_flow(TestingSource(batches), model, points, sinks, clock, detectors,
+                      FlowConfig("schutterwald", tick_s=1.0, lateness_s=1.0))
+    run_main(flow)
+    return states, alerts, accepted, quarantined
+
+
+def test_twin_follows_the_field(network):
+    model, points = network
+    batches = simulated_batches(model, points, 30)
+    states, alerts, accepted, quarantined = run_flow(model, points, batches)
+    assert len(states) == 30 and all(isinstance(s, TwinState) for s in states)
+    assert all(s.converged for s in states)
+    assert sum(b.num_rows for b in accepted) == sum(b.num_rows for b in batches)
+    assert not quarantined
+    last = states[-1]
+    pressure = np.array([points.quantity[points.index()[p]] == "pressure" for p in last.sensor_ids])
+    # the fitted twin explains the pressures to within a few instrument sigmas (20 Pa)
+    assert np.nanmax(np.abs(last.residual[pressure])) < 150.0
+    assert last.summary()["sensors_reporting"] == len(last.sensor_ids)
+    assert last.figures["inflow_kg_s"] == pytest.approx(last.figures["consumption_kg_s"], rel=1e-6)
+
+
+def test_bad_readings_are_quarantined_and_counted(network):
+    model, points = network
+    batches = simulated_batches(model, points, 5)
+    bad = readings_batch(["PT-001", "NOT-A-POINT"], [batches[2].column("ts")[0].value] * 2, [9e9, 1.0], 0, "x")
+    batches.insert(3, bad)
+    states, alerts, accepted, quarantined = run_flow(model, points, batches)
+    n_in = sum(b.num_rows for b in batches)
+    n_acc = sum(b.num_rows for b in accepted)
+    n_q = sum(b.num_rows for b in quarantined)
+    assert n_acc + n_q == n_in and n_q == 2
+    reasons = sorted(r for b in quarantined for r in b.column("reason").to_pylist())
+    assert reasons == ["out_of_range", "unknown_point"]
+
+
+def test_silent_sensor_opens_then_clears_an_alert(network, tmp_path):
+    model, points = network
+    path = tmp_path / "s.yaml"
+    path.write_text("events:\n  - {at: 5, kind: sensor, point: PT-002, fault: dropout, duration_s: 15}\n")
+    scenario = load_scenario(path, model, points)
+    batches = simulated_batches(model, points, 45, scenario)
+    states, alerts, _, _ = run_flow(model, points, batches,
+                                    detectors=lambda: [SensorSilent(ticks=5), SensorResidual(),
+                                                       PressureLimit(min_pa=101325 + 5000)])
+    silent = [a for a in alerts if isinstance(a, Alert) and a.kind == "data_quality" and a.subject == "PT-002"]
+    assert [a.status for a in silent] == ["open", "cleared"]
+    assert silent[0].id == silent[1].id and silent[1].revision == 1
+    assert not [a for a in alerts if a.kind == "pressure_limit"]
