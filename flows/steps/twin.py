@@ -18,20 +18,22 @@ from pipetwin.twin.estimate.demand import (FLOW, PRESSURE, Measurements, estimat
                                            zone_demand)
 from pipetwin.twin.model import NetworkModel, NodeKind
 from pipetwin.twin.solve.gas import GasSolver
+from pipetwin.twin.solve.water import WaterSolver
 
-# measurement uncertainty per quantity (1 sigma, SI) when the point table gives none
+# measurement uncertainty per quantity (1 sigma, SI) when the point table gives none: gas pressure
+# 50 Pa (0.5 mbar), gas flow 1 %; water pressure 0.05 m of head, water flow 1 %
 DEFAULT_SIGMA = {"pressure": 50.0, "flow_rel": 0.01, "flow_abs": 1e-5}
+WATER_SIGMA = {"pressure": 0.05 * 9806.65, "flow_rel": 0.01, "flow_abs": 1e-5}
 
 
 class TwinUpdater:
     def __init__(self, model: NetworkModel, points: PointTable, *, zones: np.ndarray | None = None,
                  n_zones: int = 4, sigma_theta: float = 0.5, uncertain_weight: float = 0.25):
-        if not model.is_gas:
-            raise ValueError("the streaming twin update runs on gas networks (water: issue follow-up)")
         self.model, self.points = model, points
         self.zones = make_zones(model, n_zones) if zones is None else zones
         self.n_zones = int(self.zones.max()) + 1 if (self.zones >= 0).any() else 0
-        self.solver = GasSolver(model)
+        self.solver = GasSolver(model) if model.is_gas else WaterSolver(model)
+        self.sigma = DEFAULT_SIGMA if model.is_gas else WATER_SIGMA
         self.prior = model.base_demand()
         self.sigma_theta, self.uncertain_weight = sigma_theta, uncertain_weight
         self.theta = np.ones(self.n_zones)
@@ -49,8 +51,8 @@ class TwinUpdater:
         v = tick.values[self.sensor_rows]
         q = tick.quality[self.sensor_rows]
         use = np.isfinite(v) & ((q == GOOD) | (q == UNCERTAIN))
-        sigma = np.where(self.kind == PRESSURE, DEFAULT_SIGMA["pressure"],
-                         np.maximum(DEFAULT_SIGMA["flow_rel"] * np.abs(v), DEFAULT_SIGMA["flow_abs"]))
+        sigma = np.where(self.kind == PRESSURE, self.sigma["pressure"],
+                         np.maximum(self.sigma["flow_rel"] * np.abs(v), self.sigma["flow_abs"]))
         sigma = np.where(q == UNCERTAIN, sigma / np.sqrt(self.uncertain_weight), sigma)
         return Measurements(self.kind[use], self.element[use], v[use], sigma[use]), use
 

@@ -922,3 +922,19 @@ def _warm(net: WaterNetwork, state: WaterState, prev: SolveResult, keep_status: 
         state.setting[:] = prev.extra["link_setting"]
     if "emitter_flow" in prev.extra:
         state.emitter_flow[:] = prev.extra["emitter_flow"]
+
+
+class WaterSolver:
+    """The water solver behind the same small interface as ``GasSolver``
+    (``solve(demand, warm_start=None)``), so state estimation and the flow treat both media alike.
+    The network is prepared once (link types, curve fits, the factorization's pattern)."""
+
+    def __init__(self, model: NetworkModel, options: dict | None = None):
+        self.model = model
+        self.net = prepare(model)
+        self.options = options
+
+    def solve(self, demand: np.ndarray | None = None, *, warm_start: SolveResult | None = None,
+              time_s: float = 0.0) -> SolveResult:
+        return solve_water(self.model, time_s, demand=demand, warm_start=warm_start, options=self.options,
+                           prepared=self.net)
