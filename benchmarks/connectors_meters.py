@@ -19,7 +19,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipetwin.connectors.meters import MeterDeduplicator, MeterIndex, read_meter_file
+from pipetwin.connectors.meter_dedup import MeterDeduplicator
+from pipetwin.connectors.meter_files import read_meter_file
+from pipetwin.connectors.meter_rows import MeterIndex
 from pipetwin.connectors.points import PointTable
 
 RHO_N = 0.73   # kg per normal m3, a typical natural gas

@@ -16,8 +16,9 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from pipetwin.connectors.completeness import Completeness
 from pipetwin.connectors.points import PointTable, load_points
-from pipetwin.connectors.quality import NS, Completeness, QualityGate
+from pipetwin.connectors.quality import NS, QualityGate
 from pipetwin.connectors.reading import READING_SCHEMA
 from pipetwin.data import example
 from pipetwin.twin.io import read_network

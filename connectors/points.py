@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -108,8 +109,28 @@ class PointTable:
         return (np.asarray(si, float) - self.si_offset[rows]) / self.si_scale[rows]
 
 
+def points_from_columns(ids: Sequence[str], quantity: str | Sequence[str], *, min_si: float = math.nan,
+                        max_si: float = math.nan, period_s: float = 1.0, deadband_si: float = 0.0) -> PointTable:
+    """A small in-memory point table already in SI (tests, benchmarks, docs): every point is an
+    ``opcua`` point whose address and element are its id, with no unit conversion.
+
+    >>> t = points_from_columns(["P1", "P2"], "pressure", max_si=5.0e5)
+    >>> len(t), t.quantity, t.max_si.tolist()
+    (2, ['pressure', 'pressure'], [500000.0, 500000.0])
+    """
+    n = len(ids)
+    quantities = [quantity] * n if isinstance(quantity, str) else list(quantity)
+    full = lambda x: np.full(n, x, float)   # noqa: E731
+    return PointTable(site="hand", ids=list(ids), protocol=["opcua"] * n, address=list(ids),
+                      element=list(ids), element_index=np.full(n, -1, np.int64), quantity=quantities,
+                      unit=[""] * n, si_scale=full(1.0), si_offset=full(0.0), min_si=full(min_si),
+                      max_si=full(max_si), period_s=full(period_s), deadband_si=full(deadband_si))
+
+
 @lru_cache(maxsize=1)
-def _ureg():
+def unit_registry():
+    """The one pint ``UnitRegistry`` of the connectors (built on first use: building it is slow).
+    Shared so that units from point tables and from meter feeds are compared in one registry."""
     import pint
 
     return pint.UnitRegistry()
@@ -136,7 +157,7 @@ def normalize_unit(unit: str) -> tuple[str, float]:
 
 def _linear_to_si(unit: str, si_unit: str) -> tuple[float, float]:
     """(scale, offset) with value_si = value * scale + offset, from pint (offsets for degC/degF)."""
-    ureg = _ureg()
+    ureg = unit_registry()
     q0 = ureg.Quantity(0.0, unit).to(si_unit).magnitude
     q1 = ureg.Quantity(1.0, unit).to(si_unit).magnitude
     return float(q1 - q0), float(q0)
@@ -145,7 +166,7 @@ def _linear_to_si(unit: str, si_unit: str) -> tuple[float, float]:
 def _si_unit_for(quantity: str, unit: str, medium: Medium) -> tuple[str, float]:
     """SI target unit of a flow/demand/volume point and a factor applied after it (normal density
     for gas volumes -> mass)."""
-    ureg = _ureg()
+    ureg = unit_registry()
     u = ureg.Unit(unit)
     if quantity in ("flow", "demand"):
         if u.dimensionality == ureg.Unit("kg/s").dimensionality:

@@ -1,5 +1,6 @@
 """The data-quality gate: every Reading batch splits into ``accepted`` and ``quarantined`` (STYLE
-§1.10, "bad data is a stream, not an exception"), and per-point completeness and gaps are counted.
+§1.10, "bad data is a stream, not an exception"). Per-point completeness and gaps of the accepted
+stream are counted by ``connectors/completeness.py``.
 
 Checks, in the order they are tried (the first one that fails names the ``reason``):
 
@@ -50,10 +51,12 @@ Invariant, per batch and in the running ``totals``: ``received == accepted + qua
 ``quarantined`` is the sum of the per-reason counts. Nothing is dropped silently.
 
 The per-row stateful walk is a small numba kernel over numpy arrays (a Python loop per reading
-would be far too slow); the stateless checks are numpy over the whole batch.
+would be far too slow): ``pipetwin.kernels.quality.stateful_checks``. The stateless checks are numpy
+over the whole batch.
 
+>>> from pipetwin.connectors.points import points_from_columns
 >>> from pipetwin.connectors.reading import readings_batch
->>> table = hand_table(["PT-1"], "pressure", min_si=1.0e5, max_si=5.0e5)
+>>> table = points_from_columns(["PT-1"], "pressure", min_si=1.0e5, max_si=5.0e5)
 >>> gate = QualityGate(table, clock=lambda: 10 * 10**9)
 >>> res = gate.process(readings_batch(["PT-1", "PT-1", "PT-9", "PT-1"], [10**9, 2 * 10**9, 10**9, 2 * 10**9],
 ...                                   [2.0e5, 9.0e5, 2.0e5, 2.0e5], 0, "test"))
@@ -65,7 +68,6 @@ True
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,13 +75,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import njit
 
 from pipetwin.connectors.points import PointTable
-from pipetwin.connectors.reading import BAD, GOOD, READING_SCHEMA, UNCERTAIN
+from pipetwin.connectors.reading import BAD, GOOD, READING_SCHEMA, UNCERTAIN, point_rows, timestamps_ns
+from pipetwin.kernels import quality as kernel
 
 NS = 1_000_000_000
-HOUR_NS = 3600 * NS
 NO_TS = np.iinfo(np.int64).min
 
 # reason codes: 0 is accepted; the order is the order of the checks
@@ -88,9 +89,11 @@ REASONS = ("accepted", "unknown_point", "not_finite", "bad_quality", "future", "
 (OK, UNKNOWN, NOT_FINITE, BAD_QUALITY, FUTURE, PAST, OUT_OF_RANGE,
  DUPLICATE, CONFLICT, LATE, RATE) = range(len(REASONS))
 QUARANTINE_REASONS = REASONS[1:]
+# the stateful kernel writes the last four codes itself
+assert (DUPLICATE, CONFLICT, LATE, RATE) == (kernel.DUPLICATE, kernel.CONFLICT, kernel.LATE, kernel.RATE)
 
-# flags on accepted rows (bit set)
-FLAG_STUCK, FLAG_LATE, FLAG_REBASED = 1, 2, 4
+# flags on accepted rows (bit set), set by the stateful kernel
+FLAG_STUCK, FLAG_LATE, FLAG_REBASED = kernel.FLAG_STUCK, kernel.FLAG_LATE, kernel.FLAG_REBASED
 
 QUARANTINE_SCHEMA = READING_SCHEMA.append(pa.field("reason", pa.string(), nullable=False)).append(
     pa.field("detail", pa.string(), nullable=False))
@@ -118,112 +121,8 @@ def empty_stats() -> dict[str, int]:
     return {k: 0 for k in keys}
 
 
-def hand_table(ids: Sequence[str], quantity: str | Sequence[str], *, min_si: float = math.nan,
-               max_si: float = math.nan, period_s: float = 1.0, deadband_si: float = 0.0) -> PointTable:
-    """A small in-memory point table already in SI (tests, benchmarks, docs)."""
-    n = len(ids)
-    quantities = [quantity] * n if isinstance(quantity, str) else list(quantity)
-    full = lambda x: np.full(n, x, float)   # noqa: E731
-    return PointTable(site="hand", ids=list(ids), protocol=["opcua"] * n, address=list(ids),
-                      element=list(ids), element_index=np.full(n, -1, np.int64), quantity=quantities,
-                      unit=[""] * n, si_scale=full(1.0), si_offset=full(0.0), min_si=full(min_si),
-                      max_si=full(max_si), period_s=full(period_s), deadband_si=full(deadband_si))
-
-
-# ----------------------------------------------------------------------------------------------
-# the stateful walk (numba): duplicate, conflict, late, rate, stuck
-
-
-@njit(cache=True)
-def _history_find(hist_ts, p, t):
-    for j in range(hist_ts.shape[1]):
-        if hist_ts[p, j] == t:
-            return j
-    return -1
-
-
-@njit(cache=True)
-def _remember(hist_ts, hist_v, hist_pos, p, t, x):
-    j = hist_pos[p]
-    hist_ts[p, j] = t
-    hist_v[p, j] = x
-    hist_pos[p] = (j + 1) % hist_ts.shape[1]
-
-
-@njit(cache=True)
-def _stateful_checks(rows, ts, v, code, flag, ref,                  # per row (code: in and out)
-                     rate, deadband, stuck_on,                      # per point configuration
-                     stuck_n, stuck_ns, late_ns, confirm_n,         # scalars
-                     last_ts, last_v, run_n, run_start,             # per point state (updated)
-                     pend_n, pend_ts, pend_v, hist_ts, hist_v, hist_pos):
-    """Walk rows in arrival order; rows with ``code != 0`` are already quarantined and skipped.
-    Writes ``code`` (duplicate/conflict/late/rate), ``flag`` (stuck/late/rebased) and ``ref`` (the
-    figure the detail text quotes)."""
-    no_ts = np.iinfo(np.int64).min
-    for i in range(rows.size):
-        if code[i] != 0:
-            continue
-        p = rows[i]
-        t = ts[i]
-        x = v[i]
-        lt = last_ts[p]
-        if lt != no_ts and t <= lt:
-            if t == lt:
-                code[i] = 7 if x == last_v[p] else 8
-                ref[i] = last_v[p]
-                continue
-            j = _history_find(hist_ts, p, t)
-            if j >= 0:
-                code[i] = 7 if x == hist_v[p, j] else 8
-                ref[i] = hist_v[p, j]
-            elif lt - t > late_ns:
-                code[i] = 9
-                ref[i] = (lt - t) / 1e9
-            else:
-                flag[i] |= 2
-                _remember(hist_ts, hist_v, hist_pos, p, t, x)
-            continue
-        if lt != no_ts:
-            r = rate[p]
-            dt = (t - lt) / 1e9
-            if abs(x - last_v[p]) > r * dt + deadband[p]:
-                if pend_n[p] > 0 and abs(x - pend_v[p]) <= r * ((t - pend_ts[p]) / 1e9) + deadband[p]:
-                    pend_n[p] += 1
-                else:
-                    pend_n[p] = 1
-                pend_ts[p] = t
-                pend_v[p] = x
-                if pend_n[p] < confirm_n:
-                    code[i] = 10
-                    ref[i] = abs(x - last_v[p]) / dt
-                    continue
-                flag[i] |= 4
-            pend_n[p] = 0
-        if lt != no_ts and x == last_v[p]:
-            run_n[p] += 1
-        else:
-            run_n[p] = 0
-            run_start[p] = t
-        if stuck_on[p] and run_n[p] > 0 and (run_n[p] + 1 >= stuck_n or
-                                             (stuck_ns > 0 and t - run_start[p] >= stuck_ns)):
-            flag[i] |= 1
-        last_ts[p] = t
-        last_v[p] = x
-        _remember(hist_ts, hist_v, hist_pos, p, t, x)
-
-
 # ----------------------------------------------------------------------------------------------
 # the gate
-
-
-def point_rows(table_ids: pa.Array, column: pa.Array) -> np.ndarray:
-    """Row of each reading's point in the table, -1 for ids the table does not know."""
-    idx = pc.index_in(column, value_set=table_ids)
-    return pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-
-def timestamps_ns(column: pa.Array) -> np.ndarray:
-    return column.cast(pa.int64()).to_numpy(zero_copy_only=False)
 
 
 class QualityGate:
@@ -322,12 +221,12 @@ class QualityGate:
         code, ref = self._stateless_checks(rows, ts, v, q, self.clock())
         flag = np.zeros(len(rows), np.int8)
         s = self._state
-        _stateful_checks(np.maximum(rows, 0), ts, v, code, flag, ref, self._rate, self._deadband,
-                         self._stuck_on, self.stuck_after,
-                         -1 if self.stuck_after_s is None else int(self.stuck_after_s * NS),
-                         int(self.late_window_s * NS), self.confirm_after, s["last_ts"], s["last_v"], s["run_n"],
-                         s["run_start"], s["pend_n"], s["pend_ts"], s["pend_v"], s["hist_ts"], s["hist_v"],
-                         s["hist_pos"])
+        kernel.stateful_checks(np.maximum(rows, 0), ts, v, code, flag, ref, self._rate, self._deadband,
+                               self._stuck_on, self.stuck_after,
+                               -1 if self.stuck_after_s is None else int(self.stuck_after_s * NS),
+                               int(self.late_window_s * NS), self.confirm_after, s["last_ts"], s["last_v"],
+                               s["run_n"], s["run_start"], s["pend_n"], s["pend_ts"], s["pend_v"], s["hist_ts"],
+                               s["hist_v"], s["hist_pos"])
         result = self._split(batch, rows, ts, v, q, code, flag, ref)
         for key, n in result.stats.items():
             self.totals[key] += n
@@ -420,168 +319,3 @@ def _num(x: np.ndarray) -> pa.Array:
         mag = np.where(np.isfinite(x) & (x != 0), np.floor(np.log10(np.abs(x))), 0)
     rounded = np.where(np.isfinite(x), np.round(x / 10.0 ** (mag - 5)) * 10.0 ** (mag - 5), x)
     return pc.cast(pa.array(rounded), pa.string())
-
-
-# ----------------------------------------------------------------------------------------------
-# completeness and gaps
-
-
-@njit(cache=True)
-def _find_gaps(rows, ts, gap_ns, last_ts, start, end, point):
-    """Forward gaps longer than ``gap_ns[p]`` in arrival order; readings older than the point's
-    newest are ignored (they fill a gap already recorded). Returns how many were written."""
-    no_ts = np.iinfo(np.int64).min
-    n = 0
-    for i in range(rows.size):
-        p = rows[i]
-        t = ts[i]
-        lt = last_ts[p]
-        if lt != no_ts and t <= lt:
-            continue
-        if lt != no_ts and t - lt > gap_ns[p]:
-            start[n] = lt
-            end[n] = t
-            point[n] = p
-            n += 1
-        last_ts[p] = t
-    return n
-
-
-class Completeness:
-    """Per point and clock hour (UTC, by reading ``ts``): good readings received against the
-    number expected (3600 / period_s), and gaps longer than ``gap_periods`` x period_s between
-    consecutive readings of a point. Feed it the gate's *accepted* batches so duplicates and
-    garbage do not count as data; with ``count_uncertain=False`` (default) stuck-flagged readings
-    do not count either, so a frozen sensor shows as incomplete.
-
-    >>> from pipetwin.connectors.reading import readings_batch
-    >>> c = Completeness(hand_table(["A"], "pressure", period_s=600.0), gap_periods=1.5)
-    >>> c.update(readings_batch(["A"] * 5, [i * 600 * NS for i in (0, 1, 2, 4, 5)], [1.0] * 5, 0, "t"))
-    >>> c.report().column("completeness").to_pylist(), c.gap_count
-    ([0.8333333333333334], 1)
-    """
-
-    def __init__(self, points: PointTable, *, target: float = 0.95, gap_periods: float = 3.0,
-                 count_uncertain: bool = False):
-        self.points, self.target, self.gap_periods, self.count_uncertain = points, target, gap_periods, count_uncertain
-        self._ids = pa.array(points.ids, pa.string())
-        self._gap_ns = (np.asarray(points.period_s, float) * gap_periods * NS).astype(np.int64)
-        self._fresh_state()
-
-    def _fresh_state(self) -> None:
-        self._keys = np.zeros(0, np.int64)      # hour * n_points + row, sorted
-        self._counts = np.zeros(0, np.int64)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
-        self._first_hour = self._last_hour = None
-        self._last_ts = np.full(len(self.points), NO_TS, np.int64)
-        self._gaps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.gap_count = 0
-
-    def update(self, batch: pa.RecordBatch) -> None:
-        """Count one batch of readings (normally ``GateResult.accepted``); unknown points are ignored."""
-        rows = point_rows(self._ids, batch.column("point"))
-        ts = timestamps_ns(batch.column("ts"))
-        q = batch.column("quality").to_numpy(zero_copy_only=False)
-        known = rows >= 0
-        rows, ts, q = rows[known], ts[known], q[known]
-        if len(rows) == 0:
-            return
-        self._record_gaps(rows, ts)
-        hours = ts // HOUR_NS
-        self._first_hour = int(hours.min()) if self._first_hour is None else min(self._first_hour, int(hours.min()))
-        self._last_hour = int(hours.max()) if self._last_hour is None else max(self._last_hour, int(hours.max()))
-        good = (q == GOOD) | ((q == UNCERTAIN) & self.count_uncertain)
-        keys, counts = np.unique(hours[good] * len(self.points) + rows[good], return_counts=True)
-        self._pending.append((keys, counts.astype(np.int64)))
-
-    def _record_gaps(self, rows, ts) -> None:
-        n = len(rows)
-        start, end, point = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-        k = _find_gaps(rows, ts, self._gap_ns, self._last_ts, start, end, point)
-        if k:
-            self._gaps.append((point[:k].copy(), start[:k].copy(), end[:k].copy()))
-            self.gap_count += k
-
-    def _consolidate(self) -> None:
-        if not self._pending:
-            return
-        keys = np.concatenate([self._keys, *(k for k, _ in self._pending)])
-        counts = np.concatenate([self._counts, *(c for _, c in self._pending)])
-        self._keys, inverse = np.unique(keys, return_inverse=True)
-        self._counts = np.bincount(inverse, weights=counts).astype(np.int64)
-        self._pending = []
-
-    def report(self, first_hour: int | None = None, last_hour: int | None = None) -> pa.Table:
-        """(point, hour, expected, received, completeness) for every point and every hour from
-        ``first_hour`` to ``last_hour`` (hours since the epoch; default: the span seen so far).
-        Points that sent nothing appear with 0: a silent sensor is what this is for. Edge hours
-        of the span may be partial."""
-        self._consolidate()
-        first = self._first_hour if first_hour is None else first_hour
-        last = self._last_hour if last_hour is None else last_hour
-        n = len(self.points)
-        if first is None or last is None or last < first:
-            return _completeness_table([], np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
-        hours = np.repeat(np.arange(first, last + 1, dtype=np.int64), n)
-        rows = np.tile(np.arange(n, dtype=np.int64), last - first + 1)
-        received = lookup_counts(self._keys, self._counts, hours * n + rows)
-        expected = 3600.0 / np.asarray(self.points.period_s, float)[rows]
-        return _completeness_table(pc.take(self._ids, pa.array(rows)), hours, expected, received)
-
-    def below_target(self, target: float | None = None, **span) -> pa.Table:
-        """Per point over the report span: (point, expected, received, completeness) for points
-        whose completeness is below ``target`` (default: the constructor's)."""
-        table = self.report(**span)
-        target = self.target if target is None else target
-        per_point = table.group_by("point").aggregate([("expected", "sum"), ("received", "sum")])
-        per_point = per_point.select(["point", "expected_sum", "received_sum"]).rename_columns(
-            ["point", "expected", "received"])
-        fraction = pc.divide(pc.cast(per_point["received"], pa.float64()), per_point["expected"])
-        per_point = per_point.append_column("completeness", fraction)
-        return per_point.filter(pc.less(fraction, target)).sort_by("point")
-
-    def gaps(self) -> pa.Table:
-        """(point, start, end, duration_s) of every gap recorded so far."""
-        if not self._gaps:
-            p, s, e = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        else:
-            p, s, e = (np.concatenate(parts) for parts in zip(*self._gaps))
-        ts_type = pa.timestamp("ns", tz="UTC")
-        return pa.table({"point": pc.take(self._ids, pa.array(p)), "start": pa.array(s, ts_type),
-                         "end": pa.array(e, ts_type), "duration_s": (e - s) / NS})
-
-    def snapshot(self) -> dict:
-        """Plain picklable state: hour counts, span, last ts per point, gaps."""
-        self._consolidate()
-        return {"ids": list(self.points.ids), "keys": self._keys.copy(), "counts": self._counts.copy(),
-                "first_hour": self._first_hour, "last_hour": self._last_hour, "last_ts": self._last_ts.copy(),
-                "gaps": [tuple(a.copy() for a in g) for g in self._gaps], "gap_count": self.gap_count}
-
-    def restore(self, snapshot: dict) -> None:
-        """Resume from ``snapshot()`` of a Completeness over the same point table."""
-        if list(snapshot["ids"]) != list(self.points.ids):
-            raise ValueError("Completeness.restore: the snapshot was taken over another point table")
-        self._fresh_state()
-        self._keys, self._counts = snapshot["keys"].copy(), snapshot["counts"].copy()
-        self._first_hour, self._last_hour = snapshot["first_hour"], snapshot["last_hour"]
-        self._last_ts = snapshot["last_ts"].copy()
-        self._gaps = [tuple(a.copy() for a in g) for g in snapshot["gaps"]]
-        self.gap_count = snapshot["gap_count"]
-
-
-def lookup_counts(keys: np.ndarray, counts: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """``counts`` at ``wanted`` keys of the sorted ``keys``, 0 where a key is absent."""
-    if len(keys) == 0:
-        return np.zeros(len(wanted), np.int64)
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return np.where(keys[at] == wanted, counts[at], 0)
-
-
-def _completeness_table(points, hours, expected, received) -> pa.Table:
-    expected = np.asarray(expected, float)
-    received = np.asarray(received, np.int64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fraction = np.where(expected > 0, received / expected, np.nan)
-    return pa.table({"point": pa.array(points, pa.string()) if not isinstance(points, pa.Array) else points,
-                     "hour": pa.array(np.asarray(hours, np.int64) * HOUR_NS, pa.timestamp("ns", tz="UTC")),
-                     "expected": expected, "received": received, "completeness": fraction})

@@ -10,9 +10,10 @@ Partitioning is by the reading's ``ts`` rather than the wall clock, so a replaye
 same place as the live one.
 
 >>> import tempfile, pyarrow.dataset as ds
->>> from pipetwin.connectors.quality import QualityGate, hand_table
+>>> from pipetwin.connectors.points import points_from_columns
+>>> from pipetwin.connectors.quality import QualityGate
 >>> from pipetwin.connectors.reading import readings_batch
->>> gate = QualityGate(hand_table(["P"], "pressure", max_si=5.0e5), clock=lambda: 0)
+>>> gate = QualityGate(points_from_columns(["P"], "pressure", max_si=5.0e5), clock=lambda: 0)
 >>> bad = gate.process(readings_batch(["P", "Q"], [0, 0], [9.0e5, 1.0], 0, "t")).quarantined
 >>> with tempfile.TemporaryDirectory() as folder:
 ...     with QuarantineWriter(folder) as writer:

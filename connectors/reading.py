@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 GOOD = 0
 UNCERTAIN = 1
@@ -59,3 +60,13 @@ def empty_batch() -> pa.RecordBatch:
 
 def quality_names(column: pa.Array) -> list[str]:
     return [QUALITY_NAMES[int(q)] for q in column.to_numpy(zero_copy_only=False)]
+
+
+def point_rows(table_ids: pa.Array, column: pa.Array) -> np.ndarray:
+    """Row of each reading's point in the table, -1 for ids the table does not know."""
+    idx = pc.index_in(column, value_set=table_ids)
+    return pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def timestamps_ns(column: pa.Array) -> np.ndarray:
+    return column.cast(pa.int64()).to_numpy(zero_copy_only=False)

@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 from bytewax.inputs import FixedPartitionedSource
 
-from pipetwin.connectors.meters import (
-    MeterDeduplicator, MeterFolderSource, MeterFolderWatcher, MqttMeterSubscriber, RedisStreamMeterReader,
-    RedisStreamMeterSource, decode_mqtt, mqtt_mapping, read_meter_file,
-)
+from pipetwin.connectors.meter_dedup import MeterDeduplicator
+from pipetwin.connectors.meter_files import read_meter_file
+from pipetwin.connectors.meter_folder import MeterFolderSource, MeterFolderWatcher
+from pipetwin.connectors.meter_mqtt import MqttMeterSubscriber, decode_mqtt, mqtt_mapping
+from pipetwin.connectors.meter_redis import RedisStreamMeterReader, RedisStreamMeterSource
 from pipetwin.connectors.points import load_points
 from pipetwin.connectors.reading import BAD, GOOD, READING_SCHEMA, UNCERTAIN
 from pipetwin.connectors.replay import FakeClock

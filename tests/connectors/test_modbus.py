@@ -15,9 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymodbus.client import ModbusTcpClient
 
-from pipetwin.connectors.modbus import (ModbusPoller, ModbusSource, decode_block, decode_registers, encode_block,
-                                        encode_value, plan_requests)
+from pipetwin.connectors.modbus import (ModbusPoller, decode_block, decode_registers, encode_block, encode_value,
+                                        plan_requests)
 from pipetwin.connectors.modbus_server import ModbusFieldServer
+from pipetwin.connectors.modbus_source import ModbusSource
 from pipetwin.connectors.points import MODBUS_TYPES, ModbusAddress, load_points
 from pipetwin.connectors.reading import BAD, GOOD, READING_SCHEMA
 from pipetwin.data import example

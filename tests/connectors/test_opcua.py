@@ -21,9 +21,9 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, cluster_main, run_main
 
-from pipetwin.connectors.opcua import (CLIENT_APP_URI, CertificateSecurity, OpcUaAuthError, OpcUaSource,
-                                       OpcUaSubscriber, UserPassword, decode, monitored_item_requests,
-                                       quality_of)
+from pipetwin.connectors.opcua import (CLIENT_APP_URI, CertificateSecurity, OpcUaAuthError, OpcUaSubscriber,
+                                       UserPassword, decode, monitored_item_requests, quality_of)
+from pipetwin.connectors.opcua_source import OpcUaSource
 from pipetwin.connectors.opcua_server import OpcUaFieldServer, free_port, self_signed_certificate
 from pipetwin.connectors.points import load_points
 from pipetwin.connectors.reading import BAD, GOOD, READING_SCHEMA, UNCERTAIN

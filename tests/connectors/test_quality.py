@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipetwin.connectors.completeness import Completeness
 from pipetwin.connectors.points import load_points
-from pipetwin.connectors.quality import (NS, QUARANTINE_REASONS, QUARANTINE_SCHEMA, Completeness, QualityGate,
-                                         hand_table)
+from pipetwin.connectors.points import points_from_columns as hand_table
+from pipetwin.connectors.quality import NS, QUARANTINE_REASONS, QUARANTINE_SCHEMA, QualityGate
 from pipetwin.connectors.quarantine import QuarantineWriter
 from pipetwin.connectors.reading import BAD, GOOD, READING_SCHEMA, UNCERTAIN, empty_batch, readings_batch
 from pipetwin.data import example
