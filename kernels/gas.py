@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from numba import njit
+from numba import njit, prange
 
 # friction law codes
 COLEBROOK = 0
@@ -161,7 +161,7 @@ def mean_pressure(p1, p2):
     return 2.0 / 3.0 * (p1 * p1 + p1 * p2 + p2 * p2) / (p1 + p2)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency,
                eta, rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc,
                min_dphi, lam_cache, phi, dphi):
@@ -170,7 +170,7 @@ def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, effici
 
     dz_m = h_from - h_to. Writes into ``phi`` and ``dphi``; ``lam_cache`` holds each pipe's last
     friction factor (0 = none) and is updated, so Colebrook's inner Newton starts close."""
-    for k in range(m.shape[0]):
+    for k in prange(m.shape[0]):   # pipes are independent: both cores share them
         d = d_m[k]
         area = 0.25 * math.pi * d * d
         ma = abs(m[k])
