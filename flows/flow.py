@@ -26,12 +26,14 @@ from pipetwin.twin.model import NetworkModel
 
 @dataclass
 class FlowSinks:
-    """Where each stream goes; None drops nothing silently: the stream is simply not wired."""
+    """Where each stream goes. A stream with no sink is simply not wired (nothing is dropped
+    on the way: every reading is either accepted or quarantined, and counted)."""
 
-    readings: Sink | None = None      # accepted Reading batches (historian)
+    readings: Sink | None = None      # accepted Reading batches
     quarantine: Sink | None = None    # quarantined batches with reasons
-    states: list[Sink] = field(default_factory=list)   # TwinState (Redis, historian)
-    alerts: list[Sink] = field(default_factory=list)   # Alert revisions (Redis, historian, subscribers)
+    states: list[Sink] = field(default_factory=list)   # TwinState (e.g. Redis)
+    alerts: list[Sink] = field(default_factory=list)   # Alert revisions (e.g. Redis)
+    historian: str | None = None      # a folder: readings, quarantine, states, ticks and alerts as Parquet
 
 
 @dataclass
@@ -43,15 +45,18 @@ class FlowConfig:
     gate: dict = field(default_factory=dict)     # QualityGate options
 
 
-def build_flow(source: Source, model: NetworkModel, points: PointTable, sinks: FlowSinks,
+def build_flow(source: Source | list[Source], model: NetworkModel, points: PointTable, sinks: FlowSinks,
                clock: Callable[[], int], detectors: Callable[[], list[TickDetector]],
                config: FlowConfig) -> Dataflow:
-    """``source`` yields Reading record batches; ``clock`` returns "now" in ns (wall clock live,
-    event-time for replays); ``detectors`` builds fresh detector objects (one set per key)."""
+    """``source`` (one, or several merged) yields Reading record batches; ``clock`` returns "now"
+    in ns (wall clock live, event time for replays); ``detectors`` builds fresh detector objects
+    (one set per key)."""
     network = config.network
     flow = Dataflow("pipetwin")
+    sources = source if isinstance(source, list) else [source]
     # RecordBatch in the Reading schema
-    batches = op.input("readings", flow, source)
+    inputs = [op.input(f"readings_{i}" if i else "readings", flow, s) for i, s in enumerate(sources)]
+    batches = inputs[0] if len(inputs) == 1 else op.merge("all_readings", *inputs)
     # (network, RecordBatch)
     keyed = op.key_on("by_network", batches, lambda _batch: network)
     # (network, ("accepted" | "quarantined", RecordBatch))
@@ -71,12 +76,21 @@ def build_flow(source: Source, model: NetworkModel, points: PointTable, sinks: F
         TwinUpdater(model, points, n_zones=config.n_zones), resume))
     # (network, ("state", TwinState) | ("alert", Alert))
     detected = op.stateful("detect", states, lambda resume: DetectLogic(detectors(), AlertBook(network), resume))
-    out = op.key_rm("unkeyed", detected)
-    split_out = op.branch("state_or_alert", out, lambda tagged: tagged[0] == "state")
-    state_stream = op.map("state", split_out.trues, lambda tagged: tagged[1])
-    alert_stream = op.map("alert", split_out.falses, lambda tagged: tagged[1])
+    split_out = op.branch("state_or_alert", detected, lambda kv: kv[1][0] == "state")
+    # (network, TwinState) and (network, Alert)
+    keyed_states = op.map_value("state", split_out.trues, lambda tagged: tagged[1])
+    keyed_alerts = op.map_value("alert", split_out.falses, lambda tagged: tagged[1])
+    state_stream = op.key_rm("states_unkeyed", keyed_states)
+    alert_stream = op.key_rm("alerts_unkeyed", keyed_alerts)
     for i, sink in enumerate(sinks.states):
         op.output(f"states_{i}", state_stream, sink)
     for i, sink in enumerate(sinks.alerts):
         op.output(f"alerts_{i}", alert_stream, sink)
+    if sinks.historian is not None:
+        from pipetwin.flows.sinks.historian import HistorianSink, historian_output
+
+        historian_output("historian_readings_out", accepted, HistorianSink(sinks.historian, "readings"))
+        historian_output("historian_quarantine_out", quarantined, HistorianSink(sinks.historian, "quarantine"))
+        historian_output("historian_states_out", keyed_states, HistorianSink(sinks.historian, "states"))
+        historian_output("historian_alerts_out", keyed_alerts, HistorianSink(sinks.historian, "alerts"))
     return flow

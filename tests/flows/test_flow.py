@@ -96,3 +96,24 @@ def test_silent_sensor_opens_then_clears_an_alert(network, tmp_path):
     assert [a.status for a in silent] == ["open", "cleared"]
     assert silent[0].id == silent[1].id and silent[1].revision == 1
     assert not [a for a in alerts if a.kind == "pressure_limit"]
+
+
+def test_historian_keeps_everything_the_flow_saw(network, tmp_path):
+    from pipetwin.flows.sinks.historian import read
+
+    model, points = network
+    batches = simulated_batches(model, points, 12)
+    states, alerts, accepted, quarantined = [], [], [], []
+    sinks = FlowSinks(states=[TestingSink(states)], alerts=[TestingSink(alerts)], historian=str(tmp_path))
+    latest = max(int(b.column("ts").cast(pa.int64()).to_numpy().max()) for b in batches)
+    flow = build_flow(TestingSource(batches), model, points, sinks, lambda: latest,
+                      lambda: [PressureLimit(min_pa=3e5)], FlowConfig("schutterwald", tick_s=1.0, lateness_s=1.0))
+    run_main(flow)
+    readings = read(tmp_path, "readings", network="schutterwald")
+    assert readings.num_rows == sum(b.num_rows for b in batches)
+    ticks = read(tmp_path, "ticks", network="schutterwald")
+    assert ticks.num_rows == len(states) == 12
+    sensor_rows = read(tmp_path, "states", network="schutterwald")
+    assert sensor_rows.num_rows == 12 * len(states[0].sensor_ids)
+    stored = read(tmp_path, "alerts", network="schutterwald")
+    assert stored.num_rows == len(alerts) >= 1          # every node is below 3 bar: one pressure alert
