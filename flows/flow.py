@@ -41,6 +41,7 @@ class FlowConfig:
     network: str
     tick_s: float = 1.0
     lateness_s: float = 2.0
+    max_age_s: float = 60.0                      # a point's last value holds this long (report by exception)
     n_zones: int = 4
     gate: dict = field(default_factory=dict)     # QualityGate options
 
@@ -70,7 +71,7 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
         op.output("quarantine", op.key_rm("quarantined_unkeyed", quarantined), sinks.quarantine)
     # (network, Tick)
     ticks = op.stateful("align", accepted, lambda resume: AlignLogic(
-        TickAligner(points, network, config.tick_s, config.lateness_s), resume))
+        TickAligner(points, network, config.tick_s, config.lateness_s, config.max_age_s), resume))
     # (network, TwinState)
     states = op.stateful("twin", ticks, lambda resume: TwinLogic(
         TwinUpdater(model, points, n_zones=config.n_zones), resume))

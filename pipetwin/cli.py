@@ -140,6 +140,65 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipetwin.connectors.points import PointTableError, load_points
+    from pipetwin.data import example
+    from pipetwin.flows.run import RunOptions, run
+
+    model = load_network(args.network)
+    points_path = args.points or (example("schutterwald") / "points.csv" if args.network == "schutterwald" else None)
+    if points_path is None:
+        raise SystemExit("error: --points POINTS is needed for a network other than the bundled schutterwald")
+    try:
+        points = load_points(points_path, model)
+    except PointTableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    options = RunOptions(duration_s=args.duration, redis_url=args.redis_url, historian=args.historian,
+                         opcua_port=args.opcua_port, modbus_port=args.modbus_port, simulator=not args.no_simulator,
+                         scenario=args.scenario, progress=not args.quiet)
+    summary = run(model, points, options)
+    for key in ("ts_ns", "converged", "sensors_reporting", "min_pressure_pa", "inflow_kg_s", "chi2", "solve_ms"):
+        if key in summary:
+            print(f"{key}={summary[key]}")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from pipetwin.flows.subscribers.tail import acknowledge, clear, tail
+    from pipetwin.flows.subscribers.webhook import run_webhook
+
+    if args.action == "tail":
+        try:
+            tail(args.redis_url, args.network, group=args.group or "tail", from_start=args.from_start)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    if args.action in ("ack", "clear"):
+        if not args.target:
+            raise SystemExit(f"error: pipetwin alerts {args.action} needs an alert id")
+        fn = acknowledge if args.action == "ack" else clear
+        try:
+            alert = fn(args.redis_url, args.network, args.target, by=args.by)
+        except (KeyError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"alert={alert.id}")
+        print(f"status={alert.status}")
+        print(f"revision={alert.revision}")
+        return 0
+    if not args.target:
+        raise SystemExit("error: pipetwin alerts webhook needs the target URL")
+    try:
+        stats = run_webhook(args.redis_url, args.network, args.target, group=args.group or "webhook")
+    except KeyboardInterrupt:
+        return 0
+    print(f"delivered={stats.delivered}")
+    print(f"retried={stats.retried}")
+    print(f"dead={stats.dead}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "solver":
         from pipetwin.bench.solver import main as bench_solver
@@ -172,6 +231,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=["tabular", "geojson", "inp"], required=True)
     p.add_argument("--scenario", help="GasLib nomination (.scn) for a .net network")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("run", help="the main job: simulator, embedded Redis and the flow, live figures",
+                       description="Run the twin. With no arguments: the bundled field simulator (real OPC-UA "
+                                   "and Modbus servers on loopback), an embedded Redis and the flow (quality gate, "
+                                   "ticks, state estimation, detectors, alerts) writing to Redis and a Parquet "
+                                   "historian. Prints the Redis URL and the servers' endpoints on lines of their own.")
+    p.add_argument("network", nargs="?", default="schutterwald")
+    p.add_argument("--points", help="point table (YAML or CSV); default: the bundled one for schutterwald")
+    p.add_argument("--scenario", help="simulator scenario YAML (leaks, valve closures, sensor faults, outages)")
+    p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--redis-url", help="use this Redis instead of the embedded one")
+    p.add_argument("--historian", default="pipetwin-data/historian", help="Parquet historian folder")
+    p.add_argument("--opcua-port", type=int, default=4840)
+    p.add_argument("--modbus-port", type=int, default=5020)
+    p.add_argument("--no-simulator", action="store_true", help="read servers that are already running")
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("alerts", help="follow, acknowledge or clear alerts; forward them to a webhook",
+                       description="tail: print alerts as they open, update and clear (a consumer group: "
+                                   "at-least-once, acknowledged after printing). ack/clear ALERT_ID: an operator "
+                                   "action, recorded as a new revision. webhook URL: POST every alert as JSON, "
+                                   "with retries and a dead-letter stream.")
+    p.add_argument("action", choices=["tail", "ack", "clear", "webhook"])
+    p.add_argument("target", nargs="?", help="the alert id (ack, clear) or the URL (webhook)")
+    p.add_argument("--redis-url", required=True, help="the Redis that `pipetwin run` printed")
+    p.add_argument("--network", default="schutterwald")
+    p.add_argument("--group", default=None, help="consumer group (default: tail / webhook)")
+    p.add_argument("--from-start", action="store_true", help="tail: replay the stream from its start")
+    p.add_argument("--by", default="operator", help="ack/clear: who acts")
+    p.set_defaults(func=cmd_alerts)
 
     p = sub.add_parser("simulate", help="run the field simulator: OPC-UA and Modbus servers, meter files",
                        description="A live gas network for demos, tests and what-if: solves the network every "

@@ -1,7 +1,11 @@
 """Align: readings into ticks of event time. A tick closes when the newest event time seen has
 passed its end by the allowed lateness; a reading for a tick that already closed is counted as
 late and not used (late data policy: the twin moves on; the historian still has the reading).
-Within a tick the newest good value of each point wins."""
+Within a tick the newest good value of each point wins.
+
+SCADA reports on change (OPC-UA deadbands, report-by-exception RTUs), so a point that says
+nothing still holds its last value: each tick carries every point's last good value for up to
+``max_age_s`` (sample-and-hold); older than that, the point counts as silent (NaN)."""
 
 from __future__ import annotations
 
@@ -18,10 +22,14 @@ from pipetwin.flows.contracts import Tick
 class TickAligner:
     """Folds Reading batches into Ticks. Pure apart from its own arrays; ``snapshot`` is plain."""
 
-    def __init__(self, points: PointTable, network: str, tick_s: float = 1.0, lateness_s: float = 2.0):
+    def __init__(self, points: PointTable, network: str, tick_s: float = 1.0, lateness_s: float = 2.0,
+                 max_age_s: float = 60.0):
         self.points, self.network = points, network
         self.tick_ns = int(tick_s * 1e9)
         self.lateness_ns = int(lateness_s * 1e9)
+        self.max_age_ns = int(max_age_s * 1e9)
+        n = len(points)
+        self.held = {"values": np.full(n, np.nan), "quality": np.full(n, BAD, np.int8), "ts": np.zeros(n, np.int64)}
         self._ids = pa.array(points.ids, pa.string())
         self.open: dict[int, dict] = {}     # tick end ns -> {values, quality, ts, received}
         self.closed_until = 0               # every tick ending at or before this has been emitted
@@ -63,9 +71,16 @@ class TickAligner:
 
     def _close(self, until: int) -> list[Tick]:
         out = []
+        held = self.held
         for end in sorted(e for e in self.open if e <= until):
             t = self.open.pop(end)
-            out.append(Tick(self.network, end, t["values"], t["quality"], t["ts"], t["received"], self.late))
+            fresh = t["quality"] != BAD
+            for key in ("values", "quality", "ts"):
+                held[key][fresh] = t[key][fresh]
+            alive = (held["ts"] > 0) & (end - held["ts"] <= self.max_age_ns)
+            out.append(Tick(self.network, end, np.where(alive, held["values"], np.nan),
+                            np.where(alive, held["quality"], BAD).astype(np.int8),
+                            np.where(alive, held["ts"], 0), t["received"], self.late))
             self.closed_until = max(self.closed_until, end)
         return out
 
@@ -75,10 +90,11 @@ class TickAligner:
 
     def snapshot(self) -> dict:
         return {"open": self.open, "closed_until": self.closed_until, "watermark": self.watermark,
-                "late": self.late}
+                "late": self.late, "held": self.held}
 
     def restore(self, snap: dict) -> None:
         self.open = snap["open"]
+        self.held = snap.get("held", self.held)
         self.closed_until, self.watermark, self.late = snap["closed_until"], snap["watermark"], snap["late"]
 
 

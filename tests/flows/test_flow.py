@@ -3,6 +3,7 @@ states, quarantined readings and alerts out."""
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
@@ -36,7 +37,7 @@ def simulated_batches(model, points, seconds, scenario=None, seed=0):
     return out
 
 
-def run_flow(model, points, batches, detectors=lambda: []):
+def run_flow(model, points, batches, detectors=lambda: [], max_age_s=60.0):
     states, alerts, accepted, quarantined = [], [], [], []
     latest = [0]
 
@@ -48,7 +49,7 @@ def run_flow(model, points, batches, detectors=lambda: []):
     sinks = FlowSinks(readings=TestingSink(accepted), quarantine=TestingSink(quarantined),
                       states=[TestingSink(states)], alerts=[TestingSink(alerts)])
     flow = build_flow(TestingSource(batches), model, points, sinks, clock, detectors,
-                      FlowConfig("schutterwald", tick_s=1.0, lateness_s=1.0))
+                      FlowConfig("schutterwald", tick_s=1.0, lateness_s=1.0, max_age_s=max_age_s))
     run_main(flow)
     return states, alerts, accepted, quarantined
 
@@ -91,7 +92,7 @@ def test_silent_sensor_opens_then_clears_an_alert(network, tmp_path):
     batches = simulated_batches(model, points, 45, scenario)
     states, alerts, _, _ = run_flow(model, points, batches,
                                     detectors=lambda: [SensorSilent(ticks=5), SensorResidual(),
-                                                       PressureLimit(min_pa=101325 + 5000)])
+                                                       PressureLimit(min_pa=101325 + 5000)], max_age_s=2.0)
     silent = [a for a in alerts if isinstance(a, Alert) and a.kind == "data_quality" and a.subject == "PT-002"]
     assert [a.status for a in silent] == ["open", "cleared"]
     assert silent[0].id == silent[1].id and silent[1].revision == 1
@@ -117,3 +118,15 @@ def test_historian_keeps_everything_the_flow_saw(network, tmp_path):
     assert sensor_rows.num_rows == 12 * len(states[0].sensor_ids)
     stored = read(tmp_path, "alerts", network="schutterwald")
     assert stored.num_rows == len(alerts) >= 1          # every node is below 3 bar: one pressure alert
+
+
+def test_quiet_points_hold_their_last_value(network):
+    """Report-by-exception: a point that sends one value and then nothing still counts for a minute."""
+    model, points = network
+    batches = simulated_batches(model, points, 10)
+    keep = [b if i == 0 else b.filter(pa.compute.not_equal(b.column("point"), "PT-001")) for i, b in enumerate(batches)]
+    states, _, _, _ = run_flow(model, points, keep)
+    i = states[-1].sensor_ids.index("PT-001")
+    assert np.isfinite(states[-1].sensor_measured[i])
+    assert states[-1].sensor_measured[i] == pytest.approx(float(batches[0].filter(
+        pa.compute.equal(batches[0].column("point"), "PT-001")).column("value")[0].as_py()))

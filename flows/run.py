@@ -1,0 +1,205 @@
+"""``pipetwin run``: the main job. With no arguments it runs everything on embedded defaults: the
+bundled field simulator (Schutterwald, real OPC-UA and Modbus servers on loopback), an embedded
+Redis, and the flow reading the simulator's servers into Redis and a Parquet historian, with the
+figures live in the terminal. ``--redis-url`` uses a Redis server instead; ``--no-simulator``
+reads servers that are already running (addresses from the point table's defaults or options).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pipetwin.connectors.points import PointTable
+from pipetwin.twin.model import NetworkModel
+
+
+@dataclass
+class RunOptions:
+    duration_s: float | None = None        # None: until Ctrl-C
+    redis_url: str | None = None           # None: embedded
+    historian: str = "pipetwin-data/historian"
+    opcua_port: int = 4840
+    modbus_port: int = 5020
+    host: str = "127.0.0.1"
+    simulator: bool = True
+    scenario: str | None = None
+    tick_s: float = 1.0
+    lateness_s: float = 3.0
+    min_service_pressure_pa: float | None = None   # default: 50 mbar gauge below the source
+    seed: int = 0
+    progress: bool = True
+
+
+class SimulatorThread:
+    """The field simulator on its own event loop, so the flow's blocking run has the main thread."""
+
+    def __init__(self, model: NetworkModel, points: PointTable, options: RunOptions):
+        from pipetwin.connectors.simulator import FieldSimulator, load_scenario
+        from pipetwin.connectors.simulator_run import SimulatorRun
+
+        start = datetime.now(timezone.utc).replace(microsecond=0)
+        scenario = load_scenario(options.scenario, model, points, start=start)
+        scenario.start = start                       # a live run starts now, whatever the file says
+        self.sim = FieldSimulator(model, points, scenario, seed=options.seed)
+        self.said: list[str] = []
+        self.run = SimulatorRun(self.sim, step_s=1.0, speed=1.0, opcua_port=options.opcua_port,
+                                modbus_port=options.modbus_port, host=options.host, say=self.said.append)
+        # the field outlives the flow a little, so the flow's sources end before the servers go away
+        self.duration_s = None if options.duration_s is None else options.duration_s + 10.0
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._loop = asyncio.new_event_loop()
+        self._task = None
+        self._thread = threading.Thread(target=self._main, name="simulator", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def go():
+            original = self.run.start
+
+            async def start_and_signal():
+                await original()
+                self.ready.set()
+
+            self.run.start = start_and_signal
+            await self.run.run(self.duration_s)
+
+        try:
+            self._task = self._loop.create_task(go())
+            self._loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:   # reported to the main thread
+            self.error = exc
+            self.ready.set()
+        finally:   # the servers' own housekeeping tasks end with the loop, quietly
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
+
+    def start(self, timeout_s: float = 30.0) -> list[str]:
+        self._thread.start()
+        if not self.ready.wait(timeout_s) or self.error is not None:
+            raise RuntimeError(f"the field simulator did not start: {self.error!r}")
+        return self.said
+
+    def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(timeout=10)
+
+
+def default_detectors(model: NetworkModel, min_pa: float | None):
+    import numpy as np
+
+    from pipetwin.flows.detectors.data_quality import SensorSilent
+    from pipetwin.flows.detectors.pressure_limit import PressureLimit
+    from pipetwin.flows.detectors.residual import SensorResidual
+
+    if min_pa is None:
+        source_p = model.nodes.fixed_pressure_pa[np.isfinite(model.nodes.fixed_pressure_pa)]
+        min_pa = float(source_p.min()) - 5000.0 if len(source_p) else 101325.0
+    return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10)]
+
+
+def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print) -> dict:
+    """Run until the duration ends (or Ctrl-C). Returns the last state's summary and counters."""
+    from bytewax.testing import run_main
+
+    from pipetwin.connectors.modbus_source import ModbusSource
+    from pipetwin.connectors.opcua_source import OpcUaSource
+    from pipetwin.flows.flow import FlowConfig, FlowSinks, build_flow
+    from pipetwin.flows.redis_embedded import connect, start_embedded_redis
+    from pipetwin.flows.sinks.redis_sink import RedisSink, read_state
+
+    import logging
+
+    # protocol libraries log every reconnect with a traceback; the flow counts and reports them itself
+    for name in ("asyncua", "pymodbus"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    embedded = None
+    if options.redis_url is None:
+        embedded = start_embedded_redis(port=0)
+        url = embedded.url
+    else:
+        url = options.redis_url
+    say(url)
+    simulator = None
+    try:
+        if options.simulator:
+            simulator = SimulatorThread(model, points, options)
+            for line in simulator.start():
+                say(line)
+        say(f"historian {Path(options.historian).resolve()}")
+        run_for = None if options.duration_s is None else timedelta(seconds=options.duration_s)
+        sources = []
+        if points.select("opcua").size:
+            endpoint = f"opc.tcp://{options.host}:{options.opcua_port}/pipetwin/"
+            sources.append(OpcUaSource({endpoint: points}, run_for=run_for, sampling_interval_ms=1000.0))
+        if points.select("modbus").size:
+            max_polls = None if options.duration_s is None else int(options.duration_s)
+            sources.append(ModbusSource(points, options.host, options.modbus_port, period_s=1.0,
+                                        max_polls=max_polls))
+        sinks = FlowSinks(states=[RedisSink(url)], alerts=[RedisSink(url)], historian=options.historian)
+        flow = build_flow(sources, model, points, sinks, time.time_ns,
+                          default_detectors(model, options.min_service_pressure_pa),
+                          FlowConfig(model.name, tick_s=options.tick_s, lateness_s=options.lateness_s))
+        stop = threading.Event()
+        watcher = threading.Thread(target=_progress, args=(url, model.name, stop, options.progress), daemon=True)
+        watcher.start()
+        try:
+            run_main(flow)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
+        r = connect(url)
+        last = read_state(r, model.name)
+        return last["summary"] if last else {}
+    finally:
+        if simulator is not None:
+            simulator.stop()
+        if embedded is not None:
+            embedded.close()
+
+
+def _progress(url: str, network: str, stop: threading.Event, live: bool) -> None:
+    """Show the latest twin state's figures once a second (read back from Redis, as the wall does)."""
+    from pipetwin.flows.redis_embedded import connect
+    from pipetwin.flows.sinks.redis_sink import open_alerts, read_state
+
+    r = connect(url)
+
+    def line() -> str:
+        try:
+            state = read_state(r, network)
+            alerts = open_alerts(r, network)
+        except Exception as exc:   # Redis briefly unavailable: say so, keep going
+            return f"waiting for Redis: {exc}"
+        if not state:
+            return "waiting for the first tick ..."
+        s = state["summary"]
+        stamp = datetime.fromtimestamp(s["ts_ns"] / 1e9, tz=timezone.utc).strftime("%H:%M:%S")
+        lag = time.time() - s["ts_ns"] / 1e9
+        return (f"{stamp} UTC  lag {lag:4.1f} s  sensors {s.get('sensors_reporting')}  "
+                f"min pressure {s.get('min_pressure_pa') or 0:,.0f} Pa  inflow {s.get('inflow_kg_s') or 0:.4f} kg/s  "
+                f"chi2 {s.get('chi2') or 0:.1f}  solve {s.get('solve_ms') or 0:.1f} ms  open alerts {len(alerts)}")
+
+    if not live:
+        stop.wait()
+        return
+    from rich.live import Live
+    from rich.text import Text
+
+    with Live(Text("starting ..."), refresh_per_second=2, transient=True) as view:
+        while not stop.wait(1.0):
+            view.update(Text(line()))
