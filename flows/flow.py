@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import bytewax.operators as op
+import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -19,6 +21,7 @@ from pipetwin.connectors.points import PointTable
 from pipetwin.flows.alerts import AlertBook, DetectLogic
 from pipetwin.flows.detectors.base import TickDetector
 from pipetwin.flows.steps.align import AlignLogic, TickAligner
+from pipetwin.flows.steps.balance import BalanceLogic, ZoneBalance
 from pipetwin.flows.steps.gate import ACCEPTED, QUARANTINED, GateLogic
 from pipetwin.flows.steps.twin import TwinLogic, TwinUpdater
 from pipetwin.twin.model import NetworkModel
@@ -42,6 +45,7 @@ class FlowConfig:
     tick_s: float = 1.0
     lateness_s: float = 2.0
     max_age_s: float = 60.0                      # a point's last value holds this long (report by exception)
+    meter_lateness_s: float = 900.0              # an hour's balance closes this long after the hour
     n_zones: int = 4
     gate: dict = field(default_factory=dict)     # QualityGate options
 
@@ -75,8 +79,16 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
     # (network, TwinState)
     states = op.stateful("twin", ticks, lambda resume: TwinLogic(
         TwinUpdater(model, points, n_zones=config.n_zones), resume))
+    # (network, RecordBatch) of the meters' interval reads only
+    meter_ids = pa.array([p for p, proto in zip(points.ids, points.protocol) if proto == "meter"], pa.string())
+    meters = op.filter_map_value("meter_reads", accepted, lambda b: _only(b, meter_ids))
+    # (network, TwinState) carrying the last closed hour's zone balance
+    tagged = op.merge("states_and_meters", op.map_value("tag_state", states, lambda st: ("state", st)),
+                      op.map_value("tag_meters", meters, lambda b: ("meters", b)))
+    balanced = op.stateful("balance", tagged, lambda resume: BalanceLogic(
+        ZoneBalance(model, points, meter_lateness_s=config.meter_lateness_s), config.tick_s, resume))
     # (network, ("state", TwinState) | ("alert", Alert))
-    detected = op.stateful("detect", states, lambda resume: DetectLogic(detectors(), AlertBook(network), resume))
+    detected = op.stateful("detect", balanced, lambda resume: DetectLogic(detectors(), AlertBook(network), resume))
     split_out = op.branch("state_or_alert", detected, lambda kv: kv[1][0] == "state")
     # (network, TwinState) and (network, Alert)
     keyed_states = op.map_value("state", split_out.trues, lambda tagged: tagged[1])
@@ -95,3 +107,11 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
         historian_output("historian_states_out", keyed_states, HistorianSink(sinks.historian, "states"))
         historian_output("historian_alerts_out", keyed_alerts, HistorianSink(sinks.historian, "alerts"))
     return flow
+
+
+def _only(batch: pa.RecordBatch, ids: pa.Array) -> pa.RecordBatch | None:
+    """The rows of ``batch`` whose point is in ``ids`` (None when there are none)."""
+    if len(ids) == 0:
+        return None
+    keep = batch.filter(pc.is_in(batch.column("point"), value_set=ids))
+    return keep if keep.num_rows else None
