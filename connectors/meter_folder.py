@@ -177,11 +177,18 @@ def _move(path: Path, folder: Path) -> Path:
 
 
 class _FolderPartition(StatefulSourcePartition[pa.RecordBatch, list]):
-    def __init__(self, watcher: MeterFolderWatcher, interval_s: float):
+    def __init__(self, watcher: MeterFolderWatcher, interval_s: float, run_for_s: float | None):
         self.watcher, self.interval_s = watcher, interval_s
         self._awake = datetime.now(timezone.utc)
+        self._deadline = None if run_for_s is None else time.monotonic() + run_for_s
 
     def next_batch(self) -> list[pa.RecordBatch]:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            last = self.watcher.poll()           # what arrived in the last moments still counts
+            if last:
+                self._deadline = time.monotonic()
+                return last
+            raise StopIteration
         self._awake = datetime.now(timezone.utc) + timedelta(seconds=self.interval_s)
         return self.watcher.poll()
 
@@ -197,16 +204,17 @@ class MeterFolderSource(FixedPartitionedSource[pa.RecordBatch, list]):
     restart does not re-read (and re-reads files moved after the last committed snapshot)."""
 
     def __init__(self, points: PointTable, folders: list[str | Path], *, poll_interval_s: float = 5.0,
-                 **watcher_options):
+                 run_for_s: float | None = None, **watcher_options):
         self.points, self.folders = points, [str(Path(f)) for f in folders]
         self.poll_interval_s, self.watcher_options = poll_interval_s, watcher_options
+        self.run_for_s = run_for_s      # None: watch for ever; else end the stream after this long
 
     def list_parts(self) -> list[str]:
         return list(self.folders)
 
     def build_part(self, step_id: str, for_part: str, resume_state: list | None) -> _FolderPartition:
         watcher = MeterFolderWatcher(self.points, for_part, resume_state=resume_state, **self.watcher_options)
-        return _FolderPartition(watcher, self.poll_interval_s)
+        return _FolderPartition(watcher, self.poll_interval_s, self.run_for_s)
 
 
 __all__ = ["MeterFolderWatcher", "MeterFolderSource", "split_batch"]

@@ -23,6 +23,7 @@ class RunOptions:
     duration_s: float | None = None        # None: until Ctrl-C
     redis_url: str | None = None           # None: embedded
     historian: str = "pipetwin-data/historian"
+    meter_inbox: str = "pipetwin-data/meter-inbox"   # where head-end exports arrive (the simulator's too)
     opcua_port: int = 4840
     modbus_port: int = 5020
     host: str = "127.0.0.1"
@@ -48,7 +49,8 @@ class SimulatorThread:
         self.sim = FieldSimulator(model, points, scenario, seed=options.seed)
         self.said: list[str] = []
         self.run = SimulatorRun(self.sim, step_s=1.0, speed=1.0, opcua_port=options.opcua_port,
-                                modbus_port=options.modbus_port, host=options.host, say=self.said.append)
+                                modbus_port=options.modbus_port, host=options.host, say=self.said.append,
+                                meter_dir=options.meter_inbox)
         # the field outlives the flow a little, so the flow's sources end before the servers go away
         self.duration_s = None if options.duration_s is None else options.duration_s + 10.0
         self.ready = threading.Event()
@@ -100,6 +102,7 @@ class SimulatorThread:
 def default_detectors(model: NetworkModel, min_pa: float | None):
     import numpy as np
 
+    from pipetwin.flows.detectors.balance import UnaccountedGas
     from pipetwin.flows.detectors.data_quality import SensorSilent
     from pipetwin.flows.detectors.pressure_limit import PressureLimit
     from pipetwin.flows.detectors.residual import SensorResidual
@@ -107,13 +110,14 @@ def default_detectors(model: NetworkModel, min_pa: float | None):
     if min_pa is None:
         source_p = model.nodes.fixed_pressure_pa[np.isfinite(model.nodes.fixed_pressure_pa)]
         min_pa = float(source_p.min()) - 5000.0 if len(source_p) else 101325.0
-    return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10)]
+    return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10), UnaccountedGas()]
 
 
 def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print) -> dict:
     """Run until the duration ends (or Ctrl-C). Returns the last state's summary and counters."""
     from bytewax.testing import run_main
 
+    from pipetwin.connectors.meter_folder import MeterFolderSource
     from pipetwin.connectors.modbus_source import ModbusSource
     from pipetwin.connectors.opcua_source import OpcUaSource
     from pipetwin.flows.flow import FlowConfig, FlowSinks, build_flow
@@ -148,6 +152,11 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
             max_polls = None if options.duration_s is None else int(options.duration_s)
             sources.append(ModbusSource(points, options.host, options.modbus_port, period_s=1.0,
                                         max_polls=max_polls))
+        if points.select("meter").size:
+            Path(options.meter_inbox).mkdir(parents=True, exist_ok=True)
+            say(f"meters {Path(options.meter_inbox).resolve()}")
+            sources.append(MeterFolderSource(points, [options.meter_inbox], poll_interval_s=5.0,
+                                             run_for_s=options.duration_s, settle_s=1.0))
         sinks = FlowSinks(states=[RedisSink(url)], alerts=[RedisSink(url)], historian=options.historian)
         flow = build_flow(sources, model, points, sinks, time.time_ns,
                           default_detectors(model, options.min_service_pressure_pa),
