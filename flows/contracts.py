@@ -38,6 +38,7 @@ class Tick:
     reading_ts_ns: np.ndarray     # int64 per row: the timestamp of the value used (0: none)
     received: int = 0             # readings folded into this tick
     late: int = 0                 # readings that arrived after their tick closed (counted, not used)
+    figures: dict = field(default_factory=dict)   # e.g. the last full hour's data availability
 
 
 @dataclass

@@ -30,6 +30,10 @@ class TickAligner:
         self.max_age_ns = int(max_age_s * 1e9)
         n = len(points)
         self.held = {"values": np.full(n, np.nan), "quality": np.full(n, BAD, np.int8), "ts": np.zeros(n, np.int64)}
+        # data availability per hour: ticks in which each SCADA point had a value (fresh or held)
+        self.scada = np.array([p in ("opcua", "modbus") for p in points.protocol])
+        self.hour = {"start": -1, "ticks": 0, "available": np.zeros(n, np.int64)}
+        self.availability: dict = {}
         self._ids = pa.array(points.ids, pa.string())
         self.open: dict[int, dict] = {}     # tick end ns -> {values, quality, ts, received}
         self.closed_until = 0               # every tick ending at or before this has been emitted
@@ -78,11 +82,31 @@ class TickAligner:
             for key in ("values", "quality", "ts"):
                 held[key][fresh] = t[key][fresh]
             alive = (held["ts"] > 0) & (end - held["ts"] <= self.max_age_ns)
+            self._count_availability(end, alive)
             out.append(Tick(self.network, end, np.where(alive, held["values"], np.nan),
                             np.where(alive, held["quality"], BAD).astype(np.int8),
-                            np.where(alive, held["ts"], 0), t["received"], self.late))
+                            np.where(alive, held["ts"], 0), t["received"], self.late, dict(self.availability)))
             self.closed_until = max(self.closed_until, end)
         return out
+
+    def _count_availability(self, end: int, alive: np.ndarray, target: float = 0.95) -> None:
+        """Share of each SCADA point's ticks with a value, per clock hour; when an hour ends, its
+        figures (mean, points under 95 %, the worst point) go out with every tick of the next."""
+        hour = (end - 1) // 3_600_000_000_000
+        h = self.hour
+        if h["start"] != hour:
+            if h["start"] >= 0 and h["ticks"] and self.scada.any():
+                share = h["available"][self.scada] / h["ticks"]
+                ids = [p for p, s in zip(self.points.ids, self.scada) if s]
+                worst = int(np.argmin(share))
+                self.availability = {"availability_hour": int(h["start"]), "availability_mean": float(share.mean()),
+                                     "availability_points_below_target": int((share < target).sum()),
+                                     "availability_worst_point": ids[worst],
+                                     "availability_worst": float(share[worst])}
+            h["start"], h["ticks"] = hour, 0
+            h["available"][:] = 0
+        h["ticks"] += 1
+        h["available"] += alive
 
     def flush(self) -> list[Tick]:
         """Close every open tick (end of a replay)."""
@@ -90,11 +114,13 @@ class TickAligner:
 
     def snapshot(self) -> dict:
         return {"open": self.open, "closed_until": self.closed_until, "watermark": self.watermark,
-                "late": self.late, "held": self.held}
+                "late": self.late, "held": self.held, "hour": self.hour, "availability": self.availability}
 
     def restore(self, snap: dict) -> None:
         self.open = snap["open"]
         self.held = snap.get("held", self.held)
+        self.hour = snap.get("hour", self.hour)
+        self.availability = snap.get("availability", self.availability)
         self.closed_until, self.watermark, self.late = snap["closed_until"], snap["watermark"], snap["late"]
 
 

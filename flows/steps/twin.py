@@ -84,7 +84,7 @@ class TwinUpdater:
             sensor_estimated=estimated, zone_multipliers=self.theta.copy(), converged=result.converged,
             iterations=int(iterations), chi2=float(chi2), solve_ms=(time.perf_counter() - t0) * 1e3,
             figures={"inflow_kg_s": inflow, "consumption_kg_s": consumption, "readings": tick.received,
-                     "late_readings": tick.late})
+                     "late_readings": tick.late, **tick.figures})
 
     def snapshot(self) -> dict:
         return {"theta": self.theta.copy()}

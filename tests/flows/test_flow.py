@@ -130,3 +130,23 @@ def test_quiet_points_hold_their_last_value(network):
     assert np.isfinite(states[-1].sensor_measured[i])
     assert states[-1].sensor_measured[i] == pytest.approx(float(batches[0].filter(
         pa.compute.equal(batches[0].column("point"), "PT-001")).column("value")[0].as_py()))
+
+
+def test_hourly_data_availability_reaches_the_state(network):
+    """A point that goes silent for part of an hour shows in the next hour's availability figures."""
+    from pipetwin.flows.steps.align import TickAligner
+
+    model, points = network
+    aligner = TickAligner(points, "schutterwald", tick_s=60.0, lateness_s=0.0, max_age_s=60.0)
+    hour = 3_600_000_000_000
+    ticks = []
+    scada = [p for p, proto in zip(points.ids, points.protocol) if proto in ("opcua", "modbus")]
+    for minute in range(1, 62):
+        ids = [p for p in scada if not (p == "PT-001" and minute > 30)]      # PT-001 silent after 30 min
+        ts = 5 * hour + minute * 60_000_000_000 - 1
+        ticks += aligner.add(readings_batch(ids, np.full(len(ids), ts), np.full(len(ids), 2e5), 0, "x"))
+    ticks += aligner.flush()
+    fig = ticks[-1].figures
+    assert fig["availability_worst_point"] == "PT-001"
+    assert fig["availability_worst"] == pytest.approx(31 / 60, abs=1 / 60)
+    assert fig["availability_points_below_target"] == 1
