@@ -81,12 +81,16 @@ class GasSolver:
         self.active_link = ~self.static_closed & self.supplied[links.from_node] & self.supplied[links.to_node]
         self._systems: dict[tuple, tuple[LaplacianSystem, np.ndarray]] = {}
         self._conductance_scale: float | None = None
-        self.system, _ = self._system_for(())
-        self.is_pipe = (self.kind == LinkKind.PIPE) | (self.kind == LinkKind.RESISTOR)
-        self.pipe_idx = np.flatnonzero(self.is_pipe & self.active_link)
         # independent loops of the supplied network (links - nodes + components)
         self.loops = int(self.active_link.sum()) - int(self.supplied.sum()) + int(
             len(np.unique(self._labels[self.supplied]))) if self.supplied.any() else 0
+        # (nearly) a tree: a breadth-first forest from the sources gives the starting flows, and
+        # eliminating its nodes deepest first is a fill-free order (no ordering pass needed)
+        self.tree_like = self.loops <= 0.02 * max(int(self.active_link.sum()), 1)
+        self._bfs = self._forest() if self.tree_like else None
+        self.system, _ = self._system_for(())
+        self.is_pipe = (self.kind == LinkKind.PIPE) | (self.kind == LinkKind.RESISTOR)
+        self.pipe_idx = np.flatnonzero(self.is_pipe & self.active_link)
         self._lam_cache = np.zeros(len(self.pipe_idx))   # last friction factors (inner Newton start)
         self.ctrl_idx = np.flatnonzero(np.isin(self.kind, CONTROLLED) & self.active_link)
         g = model.gas
@@ -142,7 +146,12 @@ class GasSolver:
             to = self.model.links.to_node.astype(np.int64)
             link_i = np.where(self.active_link, row[fr], -1)
             link_j = np.where(self.active_link, row[to], -1)
-            self._systems[pinned] = (LaplacianSystem(int(free.sum()), link_i, link_j, self.options.backend), row)
+            order = None
+            if self._bfs is not None:
+                deepest_first = row[self._bfs[0][::-1]]
+                order = deepest_first[deepest_first >= 0]
+            self._systems[pinned] = (LaplacianSystem(int(free.sum()), link_i, link_j, self.options.backend,
+                                                     order=order), row)
         return self._systems[pinned]
 
     # -- physics helpers ------------------------------------------------------------------------
@@ -160,10 +169,8 @@ class GasSolver:
             self.pipe_floor, self._lam_cache, phi, dphi)
         return phi, dphi, law_res, dp_scale
 
-    def _balanced_start(self, demand: np.ndarray) -> np.ndarray:
-        """Starting flows that already balance every node: subtree demands along a breadth-first
-        spanning forest grown from the sources (each source's share decided by the search); links off the tree carry a small flow so that
-        their first conductance is a physical one, not the zero-flow floor."""
+    def _forest(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Breadth-first spanning forest from the sources over usable links: (order, pred, pred_link)."""
         model = self.model
         n = model.n_nodes
         fr, to = model.links.from_node, model.links.to_node
@@ -174,7 +181,16 @@ class GasSolver:
         sort = np.argsort(ends, kind="stable")
         indptr = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(ends, minlength=n), out=indptr[1:])
-        order, pred, pred_link = bfs_forest(indptr, other[sort], lid[sort], np.flatnonzero(self.fixed), n)
+        return bfs_forest(indptr, other[sort], lid[sort], np.flatnonzero(self.fixed), n)
+
+    def _balanced_start(self, demand: np.ndarray) -> np.ndarray:
+        """Starting flows that already balance every node: subtree demands along a breadth-first
+        spanning forest grown from the sources (each source's share decided by the search); links
+        off the tree carry a small flow so that their first conductance is a physical one, not the
+        zero-flow floor."""
+        model = self.model
+        fr = model.links.from_node
+        order, pred, pred_link = self._bfs if self._bfs is not None else self._forest()
         m = np.zeros(model.n_links)
         d = np.where(self.fixed | ~self.supplied, 0.0, demand)
         tree_flows(order, pred_link, pred, d, fr.astype(np.int64), m)
@@ -214,7 +230,7 @@ class GasSolver:
             p = np.where(self.free, warm_start.node_pressure_pa, p)
             m = warm_start.link_flow.copy()
             status[self.ctrl_idx] = warm_start.link_status[self.ctrl_idx]
-        elif self.loops <= 0.02 * max(int(self.active_link.sum()), 1):
+        elif self.tree_like:
             m = self._balanced_start(demand)     # (nearly) a tree: subtree demands are (nearly) exact
         else:
             # meshed: EPANET's classic start (one velocity in every pipe) spreads flow over the loops

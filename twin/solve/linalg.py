@@ -36,7 +36,8 @@ class LaplacianSystem:
     ``diag_extra`` (one per free node) to the diagonal, factorizes and solves.
     """
 
-    def __init__(self, n_free: int, link_i: np.ndarray, link_j: np.ndarray, backend: str = "auto"):
+    def __init__(self, n_free: int, link_i: np.ndarray, link_j: np.ndarray, backend: str = "auto",
+                 order: np.ndarray | None = None):
         self.n = int(n_free)
         link_i = np.asarray(link_i, np.int64)
         link_j = np.asarray(link_j, np.int64)
@@ -73,6 +74,7 @@ class LaplacianSystem:
         self.backend = backend
         self._factor = None
         self._numeric = None     # solve with the last numeric factorization
+        self._given_order = order   # a fill-reducing order the caller knows (e.g. a tree's, leaves first)
         if backend == "numba":
             self._build_numba(link_i, link_j)
 
@@ -91,7 +93,12 @@ class LaplacianSystem:
         """Permuted upper-triangular pattern, each link's entry positions and the symbolic
         factorization, once per topology."""
         n = self.n
-        self.perm = self._order() if n else np.zeros(0, np.int64)
+        if not n:
+            self.perm = np.zeros(0, np.int64)
+        elif self._given_order is not None and len(self._given_order) == n:
+            self.perm = np.asarray(self._given_order, np.int64)
+        else:
+            self.perm = self._order()
         self.pinv = np.empty(n, np.int64)
         self.pinv[self.perm] = np.arange(n)
         # gga_matrix_pattern maps link ends through a node -> row table: rows here, n for "fixed"
