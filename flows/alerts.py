@@ -73,6 +73,7 @@ class DetectLogic(StatefulLogic):
                 d.restore(s)
 
     def on_item(self, state: TwinState):
+        self.book.network = state.network       # the key's network (several networks in one flow)
         findings = []
         for d in self.detectors:
             d.learn_one(state)

@@ -46,6 +46,9 @@ class FlowConfig:
     lateness_s: float = 2.0
     max_age_s: float = 60.0                      # a point's last value holds this long (report by exception)
     meter_lateness_s: float = 900.0              # an hour's balance closes this long after the hour
+    # several networks (or zones) in one flow: which one a batch belongs to; None: all are ``network``
+    network_of: Callable[[pa.RecordBatch], str] | None = None
+    historian_parts: int = 1                     # historian sink partitions (spread across workers)
     n_zones: int = 4
     gate: dict = field(default_factory=dict)     # QualityGate options
 
@@ -63,7 +66,7 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
     inputs = [op.input(f"readings_{i}" if i else "readings", flow, s) for i, s in enumerate(sources)]
     batches = inputs[0] if len(inputs) == 1 else op.merge("all_readings", *inputs)
     # (network, RecordBatch)
-    keyed = op.key_on("by_network", batches, lambda _batch: network)
+    keyed = op.key_on("by_network", batches, config.network_of or (lambda _batch: network))
     # (network, ("accepted" | "quarantined", RecordBatch))
     gated = op.stateful("gate", keyed, lambda resume: GateLogic(points, clock, resume, **config.gate))
     split = op.branch("accepted_or_not", gated, lambda kv: kv[1][0] == ACCEPTED)
@@ -75,7 +78,8 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
         op.output("quarantine", op.key_rm("quarantined_unkeyed", quarantined), sinks.quarantine)
     # (network, Tick)
     ticks = op.stateful("align", accepted, lambda resume: AlignLogic(
-        TickAligner(points, network, config.tick_s, config.lateness_s, config.max_age_s), resume))
+        TickAligner(points, network, config.tick_s, config.lateness_s, config.max_age_s), resume,
+        config.network_of))
     # (network, TwinState)
     states = op.stateful("twin", ticks, lambda resume: TwinLogic(
         TwinUpdater(model, points, n_zones=config.n_zones), resume))
@@ -102,10 +106,10 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
     if sinks.historian is not None:
         from pipetwin.flows.sinks.historian import HistorianSink, historian_output
 
-        historian_output("historian_readings_out", accepted, HistorianSink(sinks.historian, "readings"))
-        historian_output("historian_quarantine_out", quarantined, HistorianSink(sinks.historian, "quarantine"))
-        historian_output("historian_states_out", keyed_states, HistorianSink(sinks.historian, "states"))
-        historian_output("historian_alerts_out", keyed_alerts, HistorianSink(sinks.historian, "alerts"))
+        historian_output("historian_readings_out", accepted, HistorianSink(sinks.historian, "readings", parts=config.historian_parts))
+        historian_output("historian_quarantine_out", quarantined, HistorianSink(sinks.historian, "quarantine", parts=config.historian_parts))
+        historian_output("historian_states_out", keyed_states, HistorianSink(sinks.historian, "states", parts=config.historian_parts))
+        historian_output("historian_alerts_out", keyed_alerts, HistorianSink(sinks.historian, "alerts", parts=config.historian_parts))
     return flow
 
 

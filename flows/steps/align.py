@@ -114,23 +114,30 @@ class TickAligner:
 
     def snapshot(self) -> dict:
         return {"open": self.open, "closed_until": self.closed_until, "watermark": self.watermark,
-                "late": self.late, "held": self.held, "hour": self.hour, "availability": self.availability}
+                "late": self.late, "held": self.held, "hour": self.hour, "availability": self.availability,
+                "network": self.network}
 
     def restore(self, snap: dict) -> None:
         self.open = snap["open"]
         self.held = snap.get("held", self.held)
         self.hour = snap.get("hour", self.hour)
         self.availability = snap.get("availability", self.availability)
+        self.network = snap.get("network", self.network)
         self.closed_until, self.watermark, self.late = snap["closed_until"], snap["watermark"], snap["late"]
 
 
 class AlignLogic(StatefulLogic):
-    def __init__(self, aligner: TickAligner, resume: dict | None):
-        self.aligner = aligner
+    """One aligner per key; with ``network_of`` the key's network names its ticks (bytewax does
+    not hand the key to the logic, so it is read off the first batch)."""
+
+    def __init__(self, aligner: TickAligner, resume: dict | None, network_of=None):
+        self.aligner, self.network_of = aligner, network_of
         if resume is not None:
             aligner.restore(resume)
 
     def on_item(self, batch: pa.RecordBatch):
+        if self.network_of is not None:
+            self.aligner.network = self.network_of(batch)
         return self.aligner.add(batch), StatefulLogic.RETAIN
 
     def on_eof(self):

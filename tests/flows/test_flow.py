@@ -150,3 +150,23 @@ def test_hourly_data_availability_reaches_the_state(network):
     assert fig["availability_worst_point"] == "PT-001"
     assert fig["availability_worst"] == pytest.approx(30 / 60)       # its last value aged out at minute 31
     assert fig["availability_points_below_target"] == 1
+
+
+def test_two_networks_in_one_flow(network):
+    """Keyed by network: two feeds (here the same field under two names) give two separate twins."""
+    model, points = network
+    one = simulated_batches(model, points, 6, seed=1)
+    two = [b.set_column(4, "source", pa.array(["north"] * b.num_rows)) for b in simulated_batches(model, points, 6, seed=2)]
+    batches = [b for pair in zip(one, two) for b in pair]
+    states, alerts = [], []
+    latest = max(int(b.column("ts").cast(pa.int64()).to_numpy().max()) for b in batches)
+    config = FlowConfig("schutterwald", tick_s=1.0, lateness_s=1.0,
+                        network_of=lambda b: "north" if b.column("source")[0].as_py() == "north" else "schutterwald")
+    run_main(build_flow(TestingSource(batches), model, points, FlowSinks(states=[TestingSink(states)]),
+                        lambda: latest, lambda: [], config))
+    by_network = {}
+    for s in states:
+        by_network.setdefault(s.network, []).append(s)
+    assert sorted(by_network) == ["north", "schutterwald"]
+    assert len(by_network["north"]) == len(by_network["schutterwald"]) == 6
+    assert not np.allclose(by_network["north"][-1].sensor_measured, by_network["schutterwald"][-1].sensor_measured)
