@@ -204,6 +204,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from pipetwin.bench.solver import main as bench_solver
 
         return bench_solver(quick=args.quick, shared=args.shared)
+    if args.what == "flow":
+        from pipetwin.bench.flow import main as bench_flow
+
+        return bench_flow(quick=args.quick, shared=args.shared)
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
@@ -286,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark and print key=value figures",
                        description="Benchmarks: 'solver' times pipetwin against EPANET (through wntr) and "
-                                   "pandapipes in one process; needs the test extras and ../shared.")
-    p.add_argument("what", choices=["solver"])
+                                   "pandapipes in one process; 'flow' measures readings/s through the gate, ticks "
+                                   "and historian, the twin's tick cost, and end-to-end latency to Redis. Both "
+                                   "need the test extras and ../shared.")
+    p.add_argument("what", choices=["solver", "flow"])
     p.add_argument("--quick", action="store_true", help="fewer repetitions, skip the 100k-node case")
     p.add_argument("--shared", default=None, help="path of the shared benchmarks folder")
     p.set_defaults(func=cmd_bench)
