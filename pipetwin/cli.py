@@ -109,10 +109,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def load_site(args: argparse.Namespace):
+    """The network and its point table (the bundled one for schutterwald), or (None, None) after
+    printing an error that names the file and the row."""
     from pipetwin.connectors.points import PointTableError, load_points
-    from pipetwin.connectors.simulator import ScenarioError, load_scenario
-    from pipetwin.connectors.simulator_run import simulate
     from pipetwin.data import example
 
     model = load_network(args.network)
@@ -120,9 +120,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if points_path is None:
         raise SystemExit("error: --points POINTS is needed for a network other than the bundled schutterwald")
     try:
-        points = load_points(points_path, model)
+        return model, load_points(points_path, model)
+    except PointTableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pipetwin.connectors.simulator import ScenarioError, load_scenario
+    from pipetwin.connectors.simulator_run import simulate
+
+    model, points = load_site(args)
+    if model is None:
+        return 1
+    try:
         scenario = load_scenario(args.scenario, model, points)
-    except (PointTableError, ScenarioError) as exc:
+    except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     speed = float("inf") if args.speed in ("max", "inf") else float(args.speed)
@@ -141,18 +154,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipetwin.connectors.points import PointTableError, load_points
-    from pipetwin.data import example
     from pipetwin.flows.run import RunOptions, run
 
-    model = load_network(args.network)
-    points_path = args.points or (example("schutterwald") / "points.csv" if args.network == "schutterwald" else None)
-    if points_path is None:
-        raise SystemExit("error: --points POINTS is needed for a network other than the bundled schutterwald")
-    try:
-        points = load_points(points_path, model)
-    except PointTableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    model, points = load_site(args)
+    if model is None:
         return 1
     options = RunOptions(duration_s=args.duration, redis_url=args.redis_url, historian=args.historian,
                          opcua_port=args.opcua_port, modbus_port=args.modbus_port, simulator=not args.no_simulator,
