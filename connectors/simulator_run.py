@@ -95,8 +95,8 @@ class SimulatorRun:
             self.stats.endpoints["modbus"] = address
             self.say(address if address.startswith("modbus ") else f"modbus {address}")
         if self.meter_dir is not None:
-            self.stats.endpoints["meters"] = str(self.meter_dir)
-            self.say(f"meters {self.meter_dir}")
+            self.stats.endpoints["meters"] = str(self.meter_dir.resolve())
+            self.say(f"meters {self.meter_dir.resolve()}")
         if self.redis_url:
             import redis.asyncio as aioredis
 

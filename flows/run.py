@@ -159,7 +159,8 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
                                         max_polls=max_polls))
         if points.select("meter").size:
             Path(options.meter_inbox).mkdir(parents=True, exist_ok=True)
-            say(f"meters {Path(options.meter_inbox).resolve()}")
+            if not options.simulator:        # the simulator already said where its meter files go
+                say(f"meters {Path(options.meter_inbox).resolve()}")
             sources.append(MeterFolderSource(points, [options.meter_inbox], poll_interval_s=5.0,
                                              run_for_s=options.duration_s, settle_s=1.0))
         sinks = FlowSinks(states=[RedisSink(url)], alerts=[RedisSink(url)], historian=options.historian)
