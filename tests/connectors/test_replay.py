@@ -12,10 +12,10 @@ import pytest
 
 from pipetwin.connectors.reading import BAD, GOOD, READING_SCHEMA
 from pipetwin.connectors.replay import FakeClock, ParquetReplay, ParquetReplaySource, ReplayPosition
+from tests.paths import SHARED
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 
 
 @pytest.fixture
