@@ -7,7 +7,7 @@ sparse factorization can reuse its symbolic analysis.
 import numpy as np
 from numba import njit
 
-from pipetwin.kernels.cholesky import _sym_upper_residual, chol_numeric, chol_solve
+from pipetwin.kernels.cholesky import _sym_upper_residual, chol_numeric, chol_solve, scatter_links
 
 
 @njit(cache=True)
@@ -62,18 +62,7 @@ def laplacian_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, c
     keeps rounding proportional to the step, not to |x| (conductances span many decades).
     Returns False when C is not positive definite."""
     n = perm.shape[0]
-    for p in range(cx.shape[0]):
-        cx[p] = 0.0
-    for k in range(w.shape[0]):
-        wk = w[k]
-        if wk == 0.0:
-            continue
-        if pos_a[k] >= 0:
-            cx[pos_a[k]] += wk
-        if pos_b[k] >= 0:
-            cx[pos_b[k]] += wk
-        if pos_ab[k] >= 0:
-            cx[pos_ab[k]] -= wk
+    scatter_links(w, pos_a, pos_b, pos_ab, cx)
     for i in range(diag_extra.shape[0]):
         cx[cdiag[pinv[i]]] += diag_extra[i]
     if refactor:

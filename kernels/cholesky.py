@@ -224,3 +224,21 @@ def gga_matrix_pattern(n1, n2, row, excluded_link, pinv, n):
         if pos_ab[k] >= 0:
             pos_ab[k] = newpos[pos_ab[k]]
     return cp2, ci2, diag_pos, pos_a, pos_b, pos_ab
+
+
+@njit(cache=True)
+def scatter_links(w, pos_a, pos_b, pos_ab, cx):
+    """cx[:] = sum over links of w_k (e_a - e_b)(e_a - e_b)^T in the pattern's positions (-1: the
+    end is fixed or the entry is off the pattern). Both Newton solvers build their matrix this way."""
+    for p in range(cx.shape[0]):
+        cx[p] = 0.0
+    for k in range(w.shape[0]):
+        wk = w[k]
+        if wk == 0.0:
+            continue
+        if pos_a[k] >= 0:
+            cx[pos_a[k]] += wk
+        if pos_b[k] >= 0:
+            cx[pos_b[k]] += wk
+        if pos_ab[k] >= 0:
+            cx[pos_ab[k]] -= wk

@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from pipetwin.kernels.cholesky import (  # noqa: F401  (re-exported: the water solver uses K.*)
+    scatter_links,
     _ereach, _sym_upper_residual, chol_numeric, chol_row_patterns, chol_solve, chol_symbolic,
     gga_matrix_pattern)
 
@@ -719,18 +720,7 @@ def gga_trials(ltype, n1, n2, law, r, km, rel_rough, visc_d, hexp, rqtol, pump_t
                         elevation, demand, emitter_ke, emitter_flow, qexp, rqtol, valve_links,
                         P, Y, w, diag, rhs, xflow)
         if n > 0:
-            for p in range(cx.shape[0]):
-                cx[p] = 0.0
-            for k in range(w.shape[0]):
-                wk = w[k]
-                if wk == 0.0:
-                    continue
-                if pos_a[k] >= 0:
-                    cx[pos_a[k]] += wk
-                if pos_b[k] >= 0:
-                    cx[pos_b[k]] += wk
-                if pos_ab[k] >= 0:
-                    cx[pos_ab[k]] -= wk
+            scatter_links(w, pos_a, pos_b, pos_ab, cx)
             for j in range(n):
                 ri = row[node_of_pos[j]]
                 cx[cdiag[j]] += diag[ri]
