@@ -204,15 +204,26 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH_MODULES = {"nab": "pipetwin.bench.nab", "leaks": "pipetwin.bench.leaks"}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what in BENCH_MODULES:
+        import importlib
+
+        return int(importlib.import_module(BENCH_MODULES[args.what]).main(args.rest) or 0)
+    opts = argparse.ArgumentParser(prog=f"pipetwin bench {args.what}")
+    opts.add_argument("--quick", action="store_true", help="fewer repetitions, skip the 100k-node case")
+    opts.add_argument("--shared", default=None, help="path of the shared benchmarks folder")
+    o = opts.parse_args(args.rest)
     if args.what == "solver":
         from pipetwin.bench.solver import main as bench_solver
 
-        return bench_solver(quick=args.quick, shared=args.shared)
+        return bench_solver(quick=o.quick, shared=o.shared)
     if args.what == "flow":
         from pipetwin.bench.flow import main as bench_flow
 
-        return bench_flow(quick=args.quick, shared=args.shared)
+        return bench_flow(quick=o.quick, shared=o.shared)
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
@@ -296,11 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark and print key=value figures",
                        description="Benchmarks: 'solver' times pipetwin against EPANET (through wntr) and "
                                    "pandapipes in one process; 'flow' measures readings/s through the gate, ticks "
-                                   "and historian, the twin's tick cost, and end-to-end latency to Redis. Both "
-                                   "need the test extras and ../shared.")
-    p.add_argument("what", choices=["solver", "flow"])
-    p.add_argument("--quick", action="store_true", help="fewer repetitions, skip the 100k-node case")
-    p.add_argument("--shared", default=None, help="path of the shared benchmarks folder")
+                                   "and historian, the twin's tick cost, and end-to-end latency to Redis; 'nab' "
+                                   "scores the anomaly detector on the Numenta Anomaly Benchmark; 'leaks' runs "
+                                   "leak detection and localization over a scenario set. See `pipetwin bench WHAT "
+                                   "--help` for nab and leaks.")
+    p.add_argument("what", choices=["solver", "flow", *BENCH_MODULES])
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="the benchmark's own options (solver, flow: --quick, --shared DIR)")
     p.set_defaults(func=cmd_bench)
     return parser
 

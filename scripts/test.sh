@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The README's second command (and what CI runs): install pipetwin with its test extras into
 # ./.venv and run the test suite. As root on Debian it also installs SuiteSparse so the CHOLMOD
-# backend (scikit-sparse) is tested; without it the solvers use SciPy's SuperLU and say so.
+# backend (scikit-sparse) is tested (without it the solvers use SciPy's SuperLU and say so), and
+# chromium + chromium-driver for the dashboard's browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    if ! dpkg -s libsuitesparse-dev libopenblas0-pthread >/dev/null 2>&1; then
-        apt-get update -qq && apt-get install -y -qq libsuitesparse-dev libopenblas0-pthread >/dev/null
+    # SuiteSparse for CHOLMOD; chromium and its driver for the dashboard's browser tests
+    need="libsuitesparse-dev libopenblas0-pthread chromium chromium-driver"
+    if ! dpkg -s $need >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
     fi
 fi
 python3 -m venv .venv

@@ -1,0 +1,1 @@
+"""The tamper-evident audit trail: a hash-chained ledger of alerts, operator actions, studies and reports."""
