@@ -83,11 +83,7 @@ class TwinState:
 
     def to_ipc(self) -> dict[str, bytes]:
         """Three Arrow IPC blobs (nodes, links, sensors)."""
-        def ipc(table: pa.Table) -> bytes:
-            sink = io.BytesIO()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-            return sink.getvalue()
+        ipc = ipc_bytes
 
         nodes = pa.table({"id": pa.array(self.node_ids, pa.string()), "pressure_pa": self.node_pressure_pa,
                           "demand": self.node_demand, "unsupplied": self.unsupplied})
@@ -96,6 +92,13 @@ class TwinState:
         sensors = pa.table({"point": pa.array(self.sensor_ids, pa.string()), "measured": self.sensor_measured,
                             "estimated": self.sensor_estimated, "residual": self.residual})
         return {"nodes": ipc(nodes), "links": ipc(links), "sensors": ipc(sensors)}
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
 
 
 def read_ipc(blob: bytes) -> pa.Table:

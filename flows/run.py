@@ -122,7 +122,7 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
     from pipetwin.connectors.opcua_source import OpcUaSource
     from pipetwin.flows.flow import FlowConfig, FlowSinks, build_flow
     from pipetwin.flows.redis_embedded import connect, start_embedded_redis
-    from pipetwin.flows.sinks.redis_sink import RedisSink, read_state
+    from pipetwin.flows.sinks.redis_sink import RedisSink, read_state, write_network
 
     import logging
 
@@ -141,6 +141,7 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
     else:
         url = options.redis_url
     say(url)
+    write_network(connect(url), model, points)
     simulator = None
     try:
         if options.simulator:

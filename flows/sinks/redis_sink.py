@@ -28,8 +28,9 @@ import pyarrow as pa
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from pipetwin.flows.contracts import Alert, TwinState, read_ipc, redis_key
+from pipetwin.flows.contracts import Alert, TwinState, ipc_bytes, read_ipc, redis_key
 from pipetwin.flows.redis_embedded import connect, no_retry
+from pipetwin.twin.model import LinkKind, NodeKind
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,63 @@ def recent_summaries(r: redis.Redis, network: str, count: int = 100) -> list[dic
     """The last ``count`` summaries from the states stream, oldest first (trend plots)."""
     entries = r.xrevrange(redis_key(network, "states"), count=count)
     return [json.loads(fields[b"summary"]) for _, fields in reversed(entries)]
+
+
+# ----------------------------------------------------------------------------- the network itself
+
+
+def network_key(network: str, table: str) -> str:
+    """``pipetwin:N:network:nodes|links|points|meta``: what the state's ids refer to."""
+    return redis_key(network, f"network:{table}")
+
+
+def network_tables(model, points) -> dict[str, pa.Table]:
+    """The model's geometry and the point table as plain tables, so a reader that never imports
+    the twin (the wall, another system) can draw the network and place each sensor on it."""
+    nodes, links = model.nodes, model.links
+    node_kind = [NodeKind(k).name.lower() for k in nodes.kind]
+    link_kind = [LinkKind(k).name.lower() for k in links.kind]
+    ids = np.asarray(nodes.ids, dtype=object)
+    on_node = np.array([q != "flow" for q in points.quantity], dtype=bool)
+    return {
+        "nodes": pa.table({"id": pa.array(list(ids), pa.string()), "kind": pa.array(node_kind, pa.string()),
+                           "x": np.asarray(nodes.x, float), "y": np.asarray(nodes.y, float),
+                           "elevation_m": np.asarray(nodes.elevation_m, float)}),
+        "links": pa.table({"id": pa.array(list(links.ids), pa.string()), "kind": pa.array(link_kind, pa.string()),
+                           "from": pa.array(list(ids[links.from_node]), pa.string()),
+                           "to": pa.array(list(ids[links.to_node]), pa.string()),
+                           "length_m": np.asarray(links.length_m, float),
+                           "diameter_m": np.asarray(links.diameter_m, float)}),
+        "points": pa.table({"point": pa.array(list(points.ids), pa.string()),
+                            "element": pa.array(list(points.element), pa.string()),
+                            "on": pa.array(np.where(on_node, "node", "link").tolist(), pa.string()),
+                            "quantity": pa.array(list(points.quantity), pa.string()),
+                            "unit": pa.array(list(points.unit), pa.string()),
+                            "protocol": pa.array(list(points.protocol), pa.string()),
+                            "period_s": np.asarray(points.period_s, float),
+                            "min_si": np.asarray(points.min_si, float),
+                            "max_si": np.asarray(points.max_si, float)}),
+    }
+
+
+def write_network(r: redis.Redis, model, points) -> None:
+    """Publish the network and its point table once at start (and again after a model change)."""
+    tables = network_tables(model, points)
+    meta = {"network": model.name, "medium": "natural_gas" if model.is_gas else "water",
+            "crs": getattr(model, "crs", None) or None, "nodes": model.n_nodes, "links": model.n_links,
+            "points": len(points.ids), "written_ns": time.time_ns()}
+    pipe = r.pipeline(transaction=True)
+    pipe.mset({**{network_key(model.name, t): ipc_bytes(tab) for t, tab in tables.items()},
+               network_key(model.name, "meta"): json.dumps(meta)})
+    pipe.execute()
+
+
+def read_network(r: redis.Redis, network: str) -> dict | None:
+    keys = [network_key(network, t) for t in ("nodes", "links", "points", "meta")]
+    *blobs, meta = r.mget(keys)
+    if meta is None or any(b is None for b in blobs):
+        return None
+    return {**{t: read_ipc(b) for t, b in zip(("nodes", "links", "points"), blobs)}, "meta": json.loads(meta)}
 
 
 # ----------------------------------------------------------------------------- alerts

@@ -76,6 +76,7 @@ class TwinUpdater:
         inflow = float(-result.node_demand[self.source_nodes].sum())
         consumption = float(np.maximum(demand, 0).sum())
         model = self.model
+        pack = {"line_pack_kg": self.solver.line_pack_kg(result.node_pressure_pa)} if model.is_gas else {}
         return TwinState(
             network=tick.network, ts_ns=tick.ts_ns, node_ids=list(model.nodes.ids),
             node_pressure_pa=result.node_pressure_pa, node_demand=demand, unsupplied=result.unsupplied,
@@ -84,7 +85,7 @@ class TwinUpdater:
             sensor_estimated=estimated, zone_multipliers=self.theta.copy(), converged=result.converged,
             iterations=int(iterations), chi2=float(chi2), solve_ms=(time.perf_counter() - t0) * 1e3,
             figures={"inflow_kg_s": inflow, "consumption_kg_s": consumption, "readings": tick.received,
-                     "late_readings": tick.late, **tick.figures})
+                     "late_readings": tick.late, **pack, **tick.figures})
 
     def snapshot(self) -> dict:
         return {"theta": self.theta.copy()}
