@@ -227,6 +227,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
+def cmd_isolate(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipetwin.twin.isolation import plan_isolation
+
+    model = load_network(args.network)
+    try:
+        plan = plan_isolation(model, args.pipe_id, repair_hours=args.repair_hours,
+                              min_pressure_gauge_pa=args.min_pressure, solve=not args.no_solve)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    console = Console(stderr=True)
+    table = Table(title=f"{model.name}: isolating {plan.pipe} ({plan.convention})")
+    table.add_column("figure")
+    table.add_column("value")
+
+    def some(items: list[str], k: int = 8) -> str:
+        return ", ".join(items[:k]) + (f" ... (+{len(items) - k})" if len(items) > k else "") if items else "-"
+
+    table.add_row("convention", plan.note)
+    table.add_row("valves to close", some(plan.valves_to_close))
+    table.add_row("of which feeding", some(plan.valves_feeding))
+    table.add_row("already closed", some(plan.valves_already_closed))
+    if plan.squeeze_points:
+        table.add_row("squeeze-off at", some(plan.squeeze_points))
+    table.add_row("section", f"{len(plan.section_links)} links, {len(plan.section_nodes)} nodes, "
+                             f"{plan.section_length_m:,.1f} m")
+    table.add_row("sources shut in", some(plan.sources_shut_in))
+    table.add_row("customers cut off directly", f"{len(plan.customers_direct)}: {some(plan.customers_direct)}")
+    table.add_row("customers unsupplied downstream",
+                  f"{len(plan.customers_downstream)}: {some(plan.customers_downstream)}")
+    table.add_row("supply lost", f"{plan.supply_lost:.6g} {plan.supply_unit.replace('_', '/')}")
+    table.add_row("duration impact", f"{plan.customer_hours:,.1f} customer-hours over {plan.repair_hours:g} h, "
+                                     f"{plan.undelivered:,.4g} {plan.undelivered_unit} not delivered")
+    if plan.pressure is not None:
+        pc = plan.pressure
+        table.add_row("re-solve", f"converged={pc.converged} ({pc.message})")
+        if pc.lowest_node is not None:
+            table.add_row("lowest pressure", f"{pc.lowest_gauge_pa:,.1f} Pa gauge at {pc.lowest_node}")
+        table.add_row(f"below {pc.min_pressure_gauge_pa:,.0f} Pa gauge",
+                      f"{len(pc.below_min)} ({len(pc.newly_below_min)} new): {some(pc.below_min)}")
+    console.print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(plan.to_dict(), indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {args.json}")
+    for key, value in plan.figures().items():
+        print(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipetwin", description="pipetwin: a digital twin of a gas or water network.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -315,6 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER,
                    help="the benchmark's own options (solver, flow: --quick, --shared DIR)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("isolate", help="isolation plan for a burst or planned work on a pipe",
+                       description="Find the isolation valves to close around PIPE_ID (its valve segment), the "
+                                   "isolated section, the customers cut off directly and downstream, the supply "
+                                   "lost and customer-hours, and re-solve the rest of the network against a "
+                                   "minimum service pressure. A network without isolation valves is squeezed "
+                                   "off at the pipe's ends (the section is the pipe itself).")
+    p.add_argument("network")
+    p.add_argument("pipe_id")
+    p.add_argument("--repair-hours", type=float, default=8.0, help="outage per customer, hours (default 8)")
+    p.add_argument("--min-pressure", type=float, default=None,
+                   help="minimum service pressure, Pa gauge (default 2000 gas, 196133 = 20 m water)")
+    p.add_argument("--no-solve", action="store_true", help="graph analysis only, no pressure check")
+    p.add_argument("--json", help="write the whole plan as JSON here")
+    p.set_defaults(func=cmd_isolate)
     return parser
 
 
