@@ -29,7 +29,8 @@ class AlertBook:
             if entry is None:
                 alert = Alert(id=f"{self.network}:{f.kind}:{f.subject}:{ts_ns}", kind=f.kind, severity=f.severity,
                               subject=f.subject, network=self.network, opened_ns=ts_ns, updated_ns=ts_ns,
-                              message=f.message, evidence={**f.evidence, "score": f.score})
+                              message=f.message, evidence={**f.evidence, "score": f.score},
+                              candidates=list(f.candidates))
                 self.open[key] = {"alert": alert, "quiet": 0, "since": 0}
                 out.append(alert)
                 continue
@@ -40,7 +41,7 @@ class AlertBook:
             if worse or entry["since"] >= self.update_every:
                 alert = Alert(**{**alert.__dict__, "severity": f.severity, "updated_ns": ts_ns,
                                  "message": f.message, "evidence": {**f.evidence, "score": f.score},
-                                 "revision": alert.revision + 1})
+                                 "candidates": list(f.candidates), "revision": alert.revision + 1})
                 entry["alert"], entry["since"] = alert, 0
                 out.append(alert)
         for key in list(self.open):

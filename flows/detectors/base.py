@@ -16,6 +16,7 @@ class Finding:
     score: float
     message: str
     evidence: dict = field(default_factory=dict)
+    candidates: list = field(default_factory=list)   # leak findings: contracts.Candidate, best first
 
 
 class TickDetector(ABC):
