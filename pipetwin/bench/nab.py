@@ -71,7 +71,7 @@ def list_files(nab_dir: Path, only: str | None, limit: int | None) -> list[str]:
 
 def make_model(detector: str):
     if detector == "pipetwin":
-        from pipetwin.flows.detectors.anomaly import SeasonalAnomaly
+        from pipetwin.flows.detectors.anomaly_model import SeasonalAnomaly
         return SeasonalAnomaly()
     if detector == "river-sad":
         return RiverSad()
