@@ -281,6 +281,99 @@ def cmd_isolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from pipetwin.flows.audit.ledger import Ledger, LedgerError, verify
+
+    if args.action == "verify":
+        result = verify(args.ledger, historian=args.historian, expect_head=args.expect_head)
+        for problem in result.file_problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        if result.problem:
+            print(f"error: {args.ledger}: {result.problem}", file=sys.stderr)
+        for key, value in result.figures().items():
+            print(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+        return 0 if result.ok else 1
+    ledger = Ledger(args.ledger)
+    try:
+        if args.action == "anchor":
+            if not args.historian:
+                raise SystemExit("error: pipetwin audit anchor needs LEDGER HISTORIAN")
+            entry = ledger.anchor(args.historian)
+            print(f"seq={entry['seq']}")
+            print(f"new_files={len(entry['payload']['files'])}")
+            print(f"changed_files={len(entry['payload']['changed'])}")
+            print(f"file_count={entry['payload']['file_count']}")
+            print(f"digest={entry['payload']['digest']}")
+        else:
+            removed = ledger.prune(retention_days=args.retention_days, signed_off_by=args.by, archive=args.archive)
+            print(f"pruned={removed}")
+        print(f"head={ledger.head()}")
+    except LedgerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipetwin.flows.studies.run import default_processes, run_study
+    from pipetwin.flows.studies.study import StudyError, load_study
+
+    try:
+        study = load_study(args.study)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out or f"whatif-{Path(args.study).stem}")
+    processes = args.processes or default_processes()
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, disable=args.quiet) as progress:
+        stages = progress.add_task("study", total=4)
+        variants = progress.add_task("variants", total=len(study.variants))
+        outcome = run_study(study, out, processes=processes,
+                            stage=lambda s: progress.update(stages, description=s, advance=1),
+                            variant_done=lambda r: progress.update(variants, advance=1,
+                                                                   description=f"variant {r.name} done"))
+    meta = outcome.meta
+    print(f"study={meta['study']}")
+    print(f"out={out.resolve()}")
+    print(f"variants={len(outcome.results)}")
+    print(f"ticks={meta['ticks']}")
+    print(f"processes={processes}")
+    print(f"baseline_replay_s={meta['timing_s']['baseline_replay']:.2f}")
+    print(f"variants_wall_s={meta['timing_s']['variants_wall']:.2f}")
+    for r in outcome.results:
+        print(f"seconds_per_variant[{r.name}]={r.seconds:.2f}")
+    for row in outcome.tables["variants"].to_pylist():
+        name = row["variant"]
+        print(f"min_pressure_pa[{name}]={row['min_pressure_pa']:.1f}")
+        print(f"customer_hours_below_min[{name}]={row['customer_hours_below_min']:.2f}")
+        print(f"customer_hours_unsupplied[{name}]={row['customer_hours_unsupplied']:.2f}")
+        print(f"gas_lost_kg[{name}]={row['gas_lost_kg']:.3f}")
+        print(f"methane_released_kg[{name}]={row['methane_released_kg']:.3f}")
+    print(f"report={(out / 'report.html').resolve()}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import logging
+
+    from pipetwin.dashboards.serve import WallServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)   # one line per request is noise on a wall
+    server = WallServer(args.redis_url, args.network, args.historian, host=args.host, port=args.port,
+                        poll_ms=args.poll_ms)
+    print(server.url, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipetwin", description="pipetwin: a digital twin of a gas or water network.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -358,6 +451,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("dashboard", help="serve the monitoring wall and alert console (reads Redis)",
+                       description="The monitoring wall (network map, headline figures, open alerts, the last "
+                                   "hour), the alert console (filters, evidence, acknowledge/clear), drill-down "
+                                   "and data quality, on live Redis state. Prints its http://127.0.0.1:PORT URL "
+                                   "on a line of its own. `pipetwin run` starts it too.")
+    p.add_argument("--redis-url", required=True, help="the Redis that `pipetwin run` printed")
+    p.add_argument("--network", default="schutterwald")
+    p.add_argument("--historian", default=None, help="Parquet historian folder (drill-down, data quality)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8050, help="0: a free port")
+    p.add_argument("--poll-ms", type=int, default=500, help="how often the wall asks Redis for a new tick")
+    p.set_defaults(func=cmd_dashboard)
+
     p = sub.add_parser("bench", help="run a benchmark and print key=value figures",
                        description="Benchmarks: 'solver' times pipetwin against EPANET (through wntr) and "
                                    "pandapipes in one process; 'flow' measures readings/s through the gate, ticks "
@@ -384,6 +490,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-solve", action="store_true", help="graph analysis only, no pressure check")
     p.add_argument("--json", help="write the whole plan as JSON here")
     p.set_defaults(func=cmd_isolate)
+
+    p = sub.add_parser("audit", help="verify, anchor or prune the tamper-evident audit ledger",
+                       description="verify LEDGER [HISTORIAN]: check the hash chain (any edited, removed, "
+                                   "inserted or reordered entry is named by line) and every anchored historian "
+                                   "file. anchor LEDGER HISTORIAN: record the hashes of the historian's Parquet "
+                                   "files. prune LEDGER --by NAME: drop entries past the retention period behind "
+                                   "a signed-off checkpoint. docs/audit.md has the format.")
+    p.add_argument("action", choices=["verify", "anchor", "prune"])
+    p.add_argument("ledger")
+    p.add_argument("historian", nargs="?", help="historian folder (anchor; verify checks its files too)")
+    p.add_argument("--expect-head", help="verify: a head hash published earlier must still be in the chain")
+    p.add_argument("--retention-days", type=float, default=1827.0, help="prune: keep this many days (default 5 y)")
+    p.add_argument("--by", default="", help="prune: who signs the pruning off (required)")
+    p.add_argument("--archive", help="prune: append the removed lines to this file")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("whatif", help="replay a day through the flow for each variant of a study and compare",
+                       description="Run a what-if study (YAML, see docs/whatif.md and examples/whatif-*.yaml): "
+                                   "the history is replayed through the flow once to estimate demands, then every "
+                                   "variant re-solves them on its changed network. Writes Parquet/CSV tables, "
+                                   "study.json and a self-contained report.html to --out.")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--out", help="output folder (default: whatif-<study file name>)")
+    p.add_argument("--processes", type=int, default=None, help="worker processes for the variants "
+                                                               "(default: the cores, at most 8; 1: in this process)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_whatif)
     return parser
 
 
