@@ -30,24 +30,28 @@ LOSSLESS_RATIO = 1e4
 MIN_FLOW = 1e-7
 
 
-def _gas_conductance(model: NetworkModel, p_pa: np.ndarray, m: np.ndarray) -> np.ndarray:
+def _gas_conductance(model: NetworkModel, p_pa: np.ndarray, m: np.ndarray, cache: dict) -> np.ndarray:
     """dm/dpi per link (pi = p^2) at the solved state, from the solver's own pipe law."""
     from pipetwin.twin.solve.gas import GasSolver
 
-    solver = GasSolver(model)
+    if "gas_solver" not in cache:
+        cache["gas_solver"] = GasSolver(model)
+    solver = cache["gas_solver"]
     _, dphi, _, _ = solver._pipe_phi(np.where(np.abs(m) < MIN_FLOW, MIN_FLOW, m), p_pa)
     g = np.zeros(model.n_links)
     g[solver.pipe_idx] = 1.0 / np.maximum(dphi, 1e-300)
     return g
 
 
-def _water_conductance(model: NetworkModel, head_m: np.ndarray, q: np.ndarray) -> np.ndarray:
+def _water_conductance(model: NetworkModel, head_m: np.ndarray, q: np.ndarray, cache: dict) -> np.ndarray:
     """dq/dh per link at the solved flows: Hazen-Williams or Darcy-Weisbach pipes with minor
     losses, pumps on their fitted curves."""
     from pipetwin.kernels import water as K
     from pipetwin.twin.solve.water import prepare
 
-    net = prepare(model)
+    if "water_net" not in cache:
+        cache["water_net"] = prepare(model)
+    net = cache["water_net"]
     aq = np.maximum(np.abs(q), MIN_FLOW)
     pipe = (net.ltype == K.LT_PIPE) | (net.ltype == K.LT_CVPIPE)
     dhdq = np.full(model.n_links, np.nan)
@@ -86,17 +90,19 @@ def link_states(model: NetworkModel, p_pa: np.ndarray, q: np.ndarray,
 
 
 def linearize(model: NetworkModel, node_pressure_pa: np.ndarray, link_flow: np.ndarray,
-              link_status: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Link conductances dq/dU and the mask of fixed nodes (potential held) at a solved state."""
+              link_status: np.ndarray | None = None, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Link conductances dq/dU and the mask of fixed nodes (potential held) at a solved state.
+    ``cache``: a dict kept by the caller across calls on the same model (the prepared solver)."""
+    cache = {} if cache is None else cache
     p = np.asarray(node_pressure_pa, float)
     q = np.asarray(link_flow, float)
     links, nodes = model.links, model.nodes
     status = link_states(model, p, q, link_status)
     if model.is_gas:
-        g = _gas_conductance(model, np.maximum(p, 1.0), q)
+        g = _gas_conductance(model, np.maximum(p, 1.0), q, cache)
     else:
         head = p / PA_PER_M_WATER + nodes.elevation_m
-        g = _water_conductance(model, head, q)
+        g = _water_conductance(model, head, q, cache)
     pipes = g > 0
     scale = float(np.median(g[pipes])) if pipes.any() else 1.0
     lossless = np.isin(links.kind, (LinkKind.VALVE, LinkKind.SHORT_PIPE, LinkKind.PRV, LinkKind.PSV,
@@ -113,7 +119,8 @@ def linearize(model: NetworkModel, node_pressure_pa: np.ndarray, link_flow: np.n
 
 
 def signatures(model: NetworkModel, node_pressure_pa: np.ndarray, link_flow: np.ndarray,
-               kind: np.ndarray, element: np.ndarray, link_status: np.ndarray | None = None) -> np.ndarray:
+               kind: np.ndarray, element: np.ndarray, link_status: np.ndarray | None = None,
+               cache: dict | None = None) -> np.ndarray:
     """Sensitivity of each sensor (rows: ``kind`` PRESSURE at node ``element`` or FLOW in link
     ``element``) to one unit of leak flow at each node (columns, model order). Nodes that cannot
     leak into the linear system (fixed, or cut off) have zero columns, except nodes held by an
@@ -124,7 +131,7 @@ def signatures(model: NetworkModel, node_pressure_pa: np.ndarray, link_flow: np.
     several regulators, f solves the small system f = f0 + M f (one regulator feeding another)."""
     kind = np.asarray(kind)
     element = np.asarray(element, np.int64)
-    g, fixed = linearize(model, node_pressure_pa, link_flow, link_status)
+    g, fixed = linearize(model, node_pressure_pa, link_flow, link_status, cache)
     links = model.links
     fr = links.from_node.astype(np.int64)
     to = links.to_node.astype(np.int64)
