@@ -43,11 +43,13 @@ START = datetime(2026, 1, 15, tzinfo=timezone.utc)
 def get_flow(history: str | Sequence[str], historian: str, network: str = "schutterwald", *,
              example_network: str = "schutterwald", speed: float = math.inf, batch_rows: int = 4096,
              tick_s: float = 1.0, lateness_s: float = 1.0, max_age_s: float = 5.0, silent_ticks: int = 5,
-             min_pa: float | None = None) -> Dataflow:
+             min_pa: float | None = None, redis_url: str | None = None) -> Dataflow:
     """The full flow (gate, align, twin, detect, alerts) over ``history`` (one Parquet file or
     several: one source partition each) into the Parquet historian at ``historian``, keyed as
     ``network``. ``example_network`` names the bundled model and point table. ``speed`` paces the
-    replay (``inf``: as fast as it goes; 30: thirty seconds of history per second)."""
+    replay (``inf``: as fast as it goes; 30: thirty seconds of history per second). With
+    ``redis_url`` the states and alerts also go to that Redis, and the network is published there,
+    as in a live run (the wall can watch a replay)."""
     from pipetwin.flows.detectors.data_quality import SensorSilent
     from pipetwin.flows.detectors.pressure_limit import PressureLimit
 
@@ -59,7 +61,15 @@ def get_flow(history: str | Sequence[str], historian: str, network: str = "schut
         min_pa = float(source_p.min()) - 5000.0 if len(source_p) else 101325.0
     newest = newest_ts_ns(paths)
     source = ParquetReplaySource(paths, speed=float(speed), batch_rows=batch_rows)
-    return build_flow(source, model, points, FlowSinks(historian=str(historian)), lambda: newest,
+    sinks = FlowSinks(historian=str(historian))
+    if redis_url is not None:
+        from pipetwin.flows.redis_embedded import connect
+        from pipetwin.flows.sinks.redis_sink import RedisSink, write_network
+
+        model.name = network
+        write_network(connect(redis_url), model, points)
+        sinks = FlowSinks(states=[RedisSink(redis_url)], alerts=[RedisSink(redis_url)], historian=str(historian))
+    return build_flow(source, model, points, sinks, lambda: newest,
                       lambda: [PressureLimit(min_pa=min_pa), SensorSilent(ticks=silent_ticks)],
                       FlowConfig(network, tick_s=tick_s, lateness_s=lateness_s, max_age_s=max_age_s))
 

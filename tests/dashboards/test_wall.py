@@ -1,0 +1,104 @@
+"""The wall's pieces against a real embedded Redis filled by a short replay through the flow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipetwin.dashboards import console, drilldown, figures, history, quality, wall
+from pipetwin.dashboards.context import WallContext
+from pipetwin.dashboards.store import WallStore
+
+
+@pytest.fixture(scope="module")
+def ctx(wall_data):
+    return WallContext(WallStore(wall_data["url"], wall_data["network"]), historian=wall_data["historian"])
+
+
+def test_the_store_reads_what_the_flow_wrote(ctx, wall_data):
+    from pipetwin.flows.sinks.redis_sink import read_network, read_state
+
+    ours, theirs = ctx.store.state(), read_state(wall_data["redis"], wall_data["network"])
+    assert ours["summary"] == theirs["summary"]
+    for t in ("nodes", "links", "sensors"):
+        assert ours[t].equals(theirs[t])
+    net = read_network(wall_data["redis"], wall_data["network"])
+    assert ctx.store.network_tables()["nodes"].equals(net["nodes"])
+    last_id, recent = ctx.store.recent(50)
+    assert 0 < len(recent) <= 50 and recent[-1]["ts_ns"] == ours["summary"]["ts_ns"]
+    assert ctx.store.after(last_id) == (last_id, [])
+
+
+def test_map_draws_every_pipe_once_and_patches_nothing_when_nothing_changed(ctx):
+    geom, state = ctx.geometry(), ctx.store.state()
+    fig, memo = figures.map_figure(geom, state, "pressure")
+    drawn = sum(sum(1 for v in fig.data[figures.T_PIPES + k].x if v is None) for k in range(figures.N_CLASSES))
+    drawn += sum(1 for v in fig.data[figures.T_UNSUPPLIED].x if v is None)
+    assert drawn == len(geom.link_ids)
+    colours = np.array([np.nan if c is None else c for c in fig.data[figures.T_NODES].marker.color], float)
+    assert np.isfinite(colours).sum() == (~state["nodes"]["unsupplied"].to_numpy(zero_copy_only=False)).sum()
+    assert fig.data[figures.T_CONTOUR].visible            # the isobars are on by default
+    changes, _ = figures.map_update(geom, state, "pressure", True, memo, patch=None)
+    assert {(t, p) for t, p, _ in changes} <= {(figures.T_SENSORS, p) for p in
+                                               ("x", "y", "marker.color", "text", "customdata")}
+
+
+def test_a_pressure_change_moves_only_the_affected_pipes(ctx):
+    geom, state = ctx.geometry(), ctx.store.state()
+    _, memo = figures.map_figure(geom, state, "pressure")
+    import pyarrow as pa
+    p = state["nodes"]["pressure_pa"].to_numpy(zero_copy_only=False).copy()
+    lo, hi = memo["range"]
+    p[int(np.argmax(p))] = lo + 0.01 * (hi - lo)   # one node drops to the bottom class
+    nodes = state["nodes"].set_column(1, "pressure_pa", pa.array(p))
+    changes, _ = figures.map_update(geom, {**state, "nodes": nodes}, "pressure", False, memo, patch=None)
+    moved = {t for t, prop, _ in changes if figures.T_PIPES <= t < figures.T_UNSUPPLIED}
+    assert 0 < len(moved) < figures.N_CLASSES
+
+
+def test_kpis_show_the_headline_figures(ctx):
+    state = ctx.store.state()
+    text = json.dumps(wall.kpi_tiles(state["summary"], ctx.store.open_alerts(), "natural_gas", 10).__repr__())
+    for label in ("inflow", "line pack", "min pressure", "open alerts", "sensors reporting"):
+        assert label in text
+    assert "mbar(g)" in text
+
+
+def test_console_lists_and_acknowledges_like_the_cli(ctx, wall_data):
+    from pipetwin.flows.sinks.redis_sink import get_alert
+
+    alerts = console.alert_list(ctx, history=False)
+    assert wall_data["leak_id"] in [a["id"] for a in alerts]
+    leak = ctx.store.alert(wall_data["leak_id"])
+    fig = console.candidates_figure(ctx, leak)
+    assert list(fig.data[-1].text)[0].startswith("1. ")
+    # an acknowledgement from the console reads back through the flow's own reader
+    other = next(a for a in alerts if a["id"] != wall_data["leak_id"]) if len(alerts) > 1 else None
+    if other is not None:
+        stored = ctx.store.operator_action(other["id"], "acknowledged", "tester", "on it")
+        flow_view = get_alert(wall_data["redis"], wall_data["network"], other["id"])
+        assert flow_view.status == "acknowledged" and flow_view.revision == stored["revision"]
+        assert flow_view.evidence["acknowledged_by"] == "tester"
+    with pytest.raises(KeyError):
+        ctx.store.operator_action("no-such-alert", "cleared", "tester")
+
+
+def test_history_series_and_statistics(ctx, wall_data):
+    table = history.series(wall_data["historian"], wall_data["network"], "PT-002", "day", ctx.now())
+    assert table.num_rows > 50
+    stats = history.statistics(table)
+    assert stats["measured"]["min"] <= stats["measured"]["mean"] <= stats["measured"]["max"]
+    assert stats["estimated"]["count"] >= stats["measured"]["count"]   # a dropout leaves estimates only
+    what = drilldown.resolve(ctx, "PT-002")
+    assert what["kind"] == "sensor" and what["sensors"] == ["PT-002"]
+    assert drilldown.resolve(ctx, "not-an-element") is None
+
+
+def test_quality_counts_completeness_and_quarantine(ctx):
+    rows, text = quality.table_rows(ctx, "last hour")
+    by_point = {r["point"]: r for r in rows}
+    assert by_point["PT-002"]["received"] < by_point["PT-001"]["received"]    # the dropout
+    assert sum(r["quarantined"] for r in rows) >= 1                          # the out-of-range reading
+    assert "points" in text
