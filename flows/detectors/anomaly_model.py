@@ -2,28 +2,38 @@
 scores in [0, 1].
 
 Why this shape: a raw deviation is only alarming relative to how this stream usually deviates, and a
-gas or water stream swings every day and every week. So the model (1) predicts each value from a
-slow level (EW mean) and from a time-of-day profile learnt online, keeping whichever has explained
-the stream better, so the daily cycle is expected, not surprising; (2) turns the prediction error into
-a robust z against the running mean absolute error; (3) passes the averaged z through Numenta's
-"anomaly likelihood" (how unusual the last few surprises are against the long-run distribution of
-surprises), so the score means the same on a noisy stream and a quiet one, and one threshold serves
-every sensor; (4) reports a cluster of surprises once: a detection holds the score down for a
-refractory period, because an operator (and NAB) wants the first alarm, not a repeat of it.
-river's running statistics (``stats.EWMean``) are not used per point: the model does its own float
-arithmetic so that one point costs a few microseconds on the hot path.
+gas or water stream swings every day and every week. So the model
+
+1. predicts each value two ways, from a slow level (EW mean) and from a seasonal profile (a time-of-day
+   curve learnt online, interpolated between half-hour knots, plus a day-of-week offset), and keeps
+   whichever has explained the stream better so far: the daily and weekly cycles become expected;
+2. turns the prediction error into a z against the running mean absolute error;
+3. passes the z averaged over the last few points through Numenta's "anomaly likelihood" (how unusual
+   the recent surprise is against the long-run distribution of surprises), on its log scale, so that
+   the score means the same on a noisy stream and a quiet one and one threshold serves every sensor;
+   a value beyond the range seen so far (by 5 % of it) scores 1 at once, as Numenta's detector does;
+4. reports a cluster of surprises once: an alarm (score >= ``alarm``) holds later scores below
+   ``alarm`` for ``refractory`` points, because an operator (and NAB) wants the first alarm, not
+   repeats of it.
+
+river's running statistics are not used per point: the model does its own float arithmetic (a dict of
+floats and lists), so one point costs microseconds and the state pickles as it is.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from datetime import datetime, timezone
 
+DAY_S = 86400.0
+WEEK_S = 7 * DAY_S
 _LOG_EPS = math.log(1.0000000001 - 0.9999999999)     # log-likelihood scale of Numenta's detector
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SQRT2 = math.sqrt(2.0)
 
 
-def _seconds(t) -> float | None:
+def seconds(t) -> float | None:
+    """A timestamp as epoch seconds (datetimes without a zone are taken as UTC)."""
     if t is None or isinstance(t, (int, float)):
         return t
     if isinstance(t, datetime):
@@ -31,97 +41,134 @@ def _seconds(t) -> float | None:
     raise TypeError(f"timestamp must be seconds, datetime or None, not {type(t).__name__}")
 
 
-def _tail(z: float) -> float:
-    """Upper tail probability of a standard normal."""
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
 class SeasonalAnomaly:
     """Online univariate anomaly model. ``score_one(x, t)`` then ``learn_one(x, t)`` per point; ``t`` in
-    seconds (or a datetime) lets the time-of-day profile learn the daily cycle, ``None`` switches it off.
-    The state is ``snapshot()``: a plain dict of floats and lists, picklable."""
+    seconds (or a datetime) lets the seasonal profile learn the daily and weekly cycles, ``None`` leaves the
+    level model alone. ``snapshot()``/``restore()``: the whole state as a plain, picklable dict."""
 
     def __init__(self, level_alpha: float = 0.02, err_alpha: float = 0.003, slot_s: float = 1800.0,
-                 slot_alpha: float = 0.15, slot_min_visits: int = 2, window: int = 20,
-                 hist_alpha: float = 0.002, warmup: int = 150, refractory: int = 100, spatial: float = 0.05,
-                 z_max: float = 30.0, alarm: float = 0.5):
+                 slot_alpha: float = 0.15, slot_min_visits: int = 2, periods: tuple[float, ...] = (DAY_S, WEEK_S),
+                 window: int = 20, hist_alpha: float = 0.002, warmup: int = 150, refractory: int = 100,
+                 spatial: float = 0.05, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
+                 spatial_z: float = 0.0):
         self.level_alpha, self.err_alpha = level_alpha, err_alpha
         self.slot_s, self.slot_alpha, self.slot_min_visits = slot_s, slot_alpha, slot_min_visits
+        self.periods = tuple(float(p) for p in periods)
         self.window, self.hist_alpha, self.warmup = window, hist_alpha, warmup
         self.refractory, self.spatial, self.z_max, self.alarm = refractory, spatial, z_max, alarm
-        self._n_slots = max(1, int(round(86400.0 / slot_s)))
+        self.competent, self.spatial_z = competent, spatial_z
+        self._n_knots = [max(2, int(round(p / slot_s))) for p in self.periods]
         self.restore(self._fresh())
 
     def _fresh(self) -> dict:
-        return {"n": 0, "level": 0.0, "err_level": 0.0, "err_season": 0.0,
-                "slot_mean": [0.0] * self._n_slots, "slot_visits": [0] * self._n_slots, "last_slot": -1,
+        return {"n": 0, "level": 0.0, "err_level": 0.0,
+                "knots": [[0.0] * k for k in self._n_knots], "visits": [[0] * k for k in self._n_knots],
+                "last_knot": [-1] * len(self.periods), "err_profile": [0.0] * len(self.periods),
                 "recent": [0.0] * self.window, "recent_sum": 0.0, "hist_mean": 0.0, "hist_var": 0.0,
-                "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30, "last_score": 0.0}
+                "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30}
 
     def snapshot(self) -> dict:
-        s = dict(self.__dict__["_s"])
-        s["slot_mean"], s["slot_visits"], s["recent"] = list(s["slot_mean"]), list(s["slot_visits"]), list(s["recent"])
-        return s
+        return copy.deepcopy(self._s)
 
     def restore(self, snap: dict) -> None:
-        s = dict(snap)
-        s["slot_mean"], s["slot_visits"], s["recent"] = list(s["slot_mean"]), list(s["slot_visits"]), list(s["recent"])
-        self._s = s
+        self._s = copy.deepcopy(snap)
 
-    # -- the model -------------------------------------------------------------------------------------------
-    def _slot(self, ts: float | None) -> int:
-        return -1 if ts is None else int(ts // self.slot_s) % self._n_slots
+    # -- predictions -------------------------------------------------------------------------------------
+    def _knots(self, j: int, ts: float) -> tuple[int, int, float, int]:
+        """Profile j's two knots around ``ts``, the weight of the second, and the nearest knot."""
+        n = self._n_knots[j]
+        p = (ts % self.periods[j]) / self.slot_s - 0.5
+        f = math.floor(p)
+        w = p - f
+        k0 = int(f) % n
+        k1 = (k0 + 1) % n
+        return k0, k1, w, (k1 if w >= 0.5 else k0)
+
+    def _profile(self, j: int, ts: float | None) -> float | None:
+        """Profile j's prediction, or None while its knots have not been seen often enough."""
+        if ts is None:
+            return None
+        k0, k1, w, _ = self._knots(j, ts)
+        visits = self._s["visits"][j]
+        if visits[k0] < self.slot_min_visits or visits[k1] < self.slot_min_visits:
+            return None
+        knots = self._s["knots"][j]
+        return (1.0 - w) * knots[k0] + w * knots[k1]
+
+    def _models(self, ts: float | None) -> list[tuple[float, float]]:
+        """(prediction, usual absolute error) of the level and of each profile that can predict."""
+        s = self._s
+        out = [(s["level"], s["err_level"])]
+        for j in range(len(self.periods)):
+            p = self._profile(j, ts)
+            if p is not None:
+                out.append((p, s["err_profile"][j]))
+        return out
 
     def expected(self, t=None) -> float:
-        """What the model expects now: the time-of-day profile once it explains the stream better."""
-        s = self._s
-        k = self._slot(_seconds(t))
-        if k >= 0 and s["slot_visits"][k] >= self.slot_min_visits and s["err_season"] < s["err_level"]:
-            return s["slot_mean"][k]
-        return s["level"]
+        """What the model expects now: the prediction of whichever model has explained the stream best."""
+        return min(self._models(seconds(t)), key=lambda m: m[1])[0]
 
-    def _surprise(self, x: float, k: int) -> float:
+    # -- scoring -----------------------------------------------------------------------------------------
+    def _surprise(self, x: float, ts: float | None) -> float:
         s = self._s
         if s["n"] == 0:
             return 0.0
-        seasonal = k >= 0 and s["slot_visits"][k] >= self.slot_min_visits and s["err_season"] < s["err_level"]
-        if seasonal:
-            err, scale = x - s["slot_mean"][k], s["err_season"]
-        else:
-            err, scale = x - s["level"], s["err_level"]
-        return min(abs(err) / (scale + 1e-9 * (abs(s["level"]) + 1.0)), self.z_max)
+        models = self._models(ts)
+        best = min(err for _, err in models)
+        floor = 1e-9 * (abs(s["level"]) + 1.0)
+        # a value is surprising only if no competent model (error within `competent` x the best) expects it:
+        # the daily profile misses the weekend, the weekly one is noisier, together they explain both
+        z = min(abs(x - pred) / (err + floor) for pred, err in models if err <= self.competent * best)
+        return min(z, self.z_max)
 
     def _likelihood(self, z: float) -> float:
         """Anomaly likelihood of the averaged surprise (Numenta), on its log scale in [0, 1]."""
         s = self._s
-        avg = (s["recent_sum"] - s["recent"][s["n"] % self.window] + z) / self.window
-        sd = math.sqrt(s["hist_var"]) if s["hist_var"] > 0 else 0.0
-        if sd <= 0.0:
+        if s["hist_var"] <= 0.0:
             return 0.0
-        likelihood = 1.0 - _tail((avg - s["hist_mean"]) / max(sd, 0.03 * s["hist_mean"] + 1e-6))
-        return min(1.0, math.log(1.0000000001 - likelihood) / _LOG_EPS)
+        avg = (s["recent_sum"] - s["recent"][s["n"] % self.window] + z) / self.window
+        sd = max(math.sqrt(s["hist_var"]), 0.03 * s["hist_mean"] + 1e-6)
+        tail = 0.5 * math.erfc((avg - s["hist_mean"]) / sd / _SQRT2)
+        return min(1.0, math.log(1.0000000001 - (1.0 - tail)) / _LOG_EPS)
 
-    def score_one(self, x: float, t=None) -> float:
+    def _score(self, x: float, ts: float | None, z: float) -> float:
         s = self._s
         if s["n"] < self.warmup:
             return 0.0
-        x = float(x)
-        z = self._surprise(x, self._slot(_seconds(t)))
         score = self._likelihood(z)
         span = s["hi"] - s["lo"]
-        if self.spatial and span > 0 and (x > s["hi"] + self.spatial * span or x < s["lo"] - self.spatial * span):
+        if (self.spatial and span > 0 and z >= self.spatial_z
+                and (x > s["hi"] + self.spatial * span or x < s["lo"] - self.spatial * span)):
             score = 1.0
         if s["since_alarm"] < self.refractory:
             score *= s["since_alarm"] / self.refractory * self.alarm
         return score
 
+    def score_one(self, x: float, t=None) -> float:
+        ts = seconds(t)
+        x = float(x)
+        return self._score(x, ts, self._surprise(x, ts))
+
+    # -- learning ----------------------------------------------------------------------------------------
     def learn_one(self, x: float, t=None) -> None:
         s = self._s
+        ts = seconds(t)
         x = float(x)
-        k = self._slot(_seconds(t))
-        score = self.score_one(x, t)
-        z = self._surprise(x, k)
-        # surprise history (Numenta's moving average, then its long-run distribution)
+        z = self._surprise(x, ts)
+        score = self._score(x, ts, z)
+        s["since_alarm"] = 0 if (score >= self.alarm and s["since_alarm"] >= self.refractory) else s["since_alarm"] + 1
+        self._learn_surprise(z)
+        self._learn_errors(x, ts)
+        if ts is not None:
+            self._learn_profile(x, ts)
+        s["level"] = x if s["n"] == 0 else s["level"] + max(self.level_alpha, 1.0 / (s["n"] + 1)) * (x - s["level"])
+        s["lo"], s["hi"] = min(s["lo"], x), max(s["hi"], x)
+        s["n"] += 1
+
+    def _learn_surprise(self, z: float) -> None:
+        """Numenta's moving average of the surprise, then the long-run mean and variance of that average."""
+        s = self._s
         i = s["n"] % self.window
         s["recent_sum"] += z - s["recent"][i]
         s["recent"][i] = z
@@ -130,31 +177,29 @@ class SeasonalAnomaly:
             a = max(self.hist_alpha, 1.0 / (s["n"] - 3 * self.window + 1))
             d = avg - s["hist_mean"]
             s["hist_mean"] += a * d
-            s["hist_var"] = (1 - a) * (s["hist_var"] + a * d * d)
-        # alarms restart the refractory period
-        s["since_alarm"] = 0 if (score >= self.alarm and s["since_alarm"] >= self.refractory) else s["since_alarm"] + 1
-        # predictions and their errors
+            s["hist_var"] = (1.0 - a) * (s["hist_var"] + a * d * d)
+
+    def _learn_errors(self, x: float, ts: float | None) -> None:
+        s = self._s
         if s["n"] == 0:
-            s["level"] = x
-        else:
-            a = max(self.level_alpha, 1.0 / (s["n"] + 1))
-            ae = max(self.err_alpha, 1.0 / (s["n"] + 1))
-            s["err_level"] += ae * (abs(x - s["level"]) - s["err_level"])
-            s["level"] += a * (x - s["level"])
-            if k >= 0:
-                if s["slot_visits"][k] >= self.slot_min_visits:
-                    s["err_season"] += ae * (abs(x - s["slot_mean"][k]) - s["err_season"])
+            return
+        a = max(self.err_alpha, 1.0 / (s["n"] + 1))
+        s["err_level"] += a * (abs(x - s["level"]) - s["err_level"])
+        for j in range(len(self.periods)):
+            # until a profile can predict, it is charged the level's error (so it must earn its place)
+            p = self._profile(j, ts)
+            s["err_profile"][j] += a * (abs(x - (s["level"] if p is None else p)) - s["err_profile"][j])
+
+    def _learn_profile(self, x: float, ts: float) -> None:
+        s = self._s
+        for j in range(len(self.periods)):
+            k0, k1, w, near = self._knots(j, ts)
+            visits, knots = s["visits"][j], s["knots"][j]
+            if near != s["last_knot"][j]:
+                visits[near] += 1
+                s["last_knot"][j] = near
+            for k, wk in ((k0, 1.0 - w), (k1, w)):
+                if visits[k] <= 1 and knots[k] == 0.0:
+                    knots[k] = x
                 else:
-                    s["err_season"] += ae * (abs(x - s["level"]) - s["err_season"])
-        if k >= 0:
-            if k != s["last_slot"]:
-                s["slot_visits"][k] += 1
-                s["last_slot"] = k
-            v = s["slot_visits"][k]
-            if v == 1 and s["slot_mean"][k] == 0.0:
-                s["slot_mean"][k] = x
-            else:
-                s["slot_mean"][k] += max(self.slot_alpha, 1.0 / (v + 1)) * (x - s["slot_mean"][k])
-        s["lo"], s["hi"] = min(s["lo"], x), max(s["hi"], x)
-        s["last_score"] = score
-        s["n"] += 1
+                    knots[k] += max(self.slot_alpha, 1.0 / (visits[k] + 1)) * wk * (x - knots[k])
