@@ -12,8 +12,9 @@ Both are taken against a baseline learnt over the first ``warmup_s`` of the stre
 by default, so that it spans the daily cycle of demand and noise): a constant
 offset per sensor and one demand-scale error theta (the twin's demand model is right in shape but
 a district's consumers can run a few per cent above or below it all day; that error scales with
-the demand, a leak does not). Their noise is learnt there too; the balance's noise is taken in
-proportion to the demand, so the quiet night hours weigh most, as a night-minimum analysis does.
+the demand, a leak does not). Their noise is learnt there too; the balance's variance as a part
+that does not scale with the demand (meters) plus one that grows with it (consumers), so the quiet
+night hours weigh most where the consumers dominate, as a night-minimum analysis does.
 Each estimate, standardised, feeds a one-sided CUSUM whose threshold gives the stated
 ``false_alarms_per_year`` over the two (Siegmund's approximation, Bonferroni over the pair).
 
@@ -26,6 +27,7 @@ the estimated flow and start time, and the evidence.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import chi2
 
 from pipetwin.flows.contracts import Candidate, TwinState
 from pipetwin.flows.detectors.base import Finding, TickDetector
@@ -35,6 +37,21 @@ from pipetwin.twin.leaks.signature import FLOW, PRESSURE, signatures
 from pipetwin.twin.model import NetworkModel, NodeKind
 
 HOURS_PER_YEAR = 8766.0
+
+
+def _variance_model(e2: np.ndarray, demand: np.ndarray) -> tuple[float, float]:
+    """var = a0 + a1 demand^2 (a0, a1 >= 0) fitted to squared errors: meter noise and model error
+    that do not scale with demand, plus consumers' randomness that does."""
+    x = np.column_stack([np.ones(len(e2)), demand ** 2])
+    best = None
+    for cols in ([0, 1], [0], [1]):
+        coef = np.zeros(2)
+        coef[cols] = np.linalg.lstsq(x[:, cols], e2, rcond=None)[0]
+        if (coef >= 0).all():
+            sse = float(((x @ coef - e2) ** 2).sum())
+            if best is None or sse < best[0]:
+                best = (sse, coef)
+    return (float(best[1][0]), float(best[1][1])) if best else (float(np.mean(e2)), 0.0)
 
 
 class LeakDetector(TickDetector):
@@ -158,9 +175,13 @@ class LeakDetector(TickDetector):
         dem = np.array([w["demand"] for w in wins])
         prs = np.array([self._pressure_estimate(z, w, sigma) for z, w in zip(resid, wins)])
         flow_floor = np.array([self.flow_sigma_rel * abs(w["inflow"]) / np.sqrt(max(w["ticks"], 1)) for w in wins])
-        base["kappa_bal"] = float(np.sqrt(np.mean(np.maximum(bal ** 2, flow_floor ** 2) / dem ** 2)))
+        base["var_bal"] = _variance_model(np.maximum(bal ** 2, flow_floor ** 2), dem)
         base["sigma_prs"] = float(np.sqrt(np.mean(prs ** 2))) if self.is_p.any() else np.inf
         base["windows"] = len(wins)
+        # a noise level learnt from n windows is itself uncertain: take its upper 95 % bound, so the
+        # stated false-alarm rate holds for a baseline that happened to be quiet
+        n = len(wins)
+        base["inflate"] = float(np.sqrt((n - 1) / chi2.ppf(0.05, n - 1))) if n > 1 else 2.0
         return base
 
     # -- the test ---------------------------------------------------------------------------------
@@ -169,10 +190,11 @@ class LeakDetector(TickDetector):
         z = win["r"] - b["offset"] - b["theta"] * win["j"]
         win["z"] = z
         q_bal = float(np.nansum(self.inlet_sign * z)) if (self.inlet_sign != 0).any() else np.nan
-        sd_bal = b["kappa_bal"] * win["demand"]
+        a0, a1 = b["var_bal"]
+        sd_bal = float(np.sqrt(a0 + a1 * win["demand"] ** 2)) * b["inflate"]
         q_prs = self._pressure_estimate(z, win, b["sigma"])
         z_bal = q_bal / sd_bal if np.isfinite(q_bal) and sd_bal > 0 else 0.0
-        z_prs = q_prs / b["sigma_prs"] if np.isfinite(b["sigma_prs"]) and b["sigma_prs"] > 0 else 0.0
+        z_prs = q_prs / (b["sigma_prs"] * b["inflate"]) if np.isfinite(b["sigma_prs"]) and b["sigma_prs"] > 0 else 0.0
         win.update(q_bal=q_bal, sd_bal=sd_bal, q_prs=q_prs, z_bal=z_bal, z_prs=z_prs)
         if self.s_bal == 0.0:
             self.zero_bal = win["index"]
