@@ -288,6 +288,21 @@ def release_pieces(alerts: pa.Table, table: FactorTable, data_end: dict[str, int
 # -- aggregation --------------------------------------------------------------------------------
 
 
+def clip(pieces: list[Piece], start_ns: int | None, end_ns: int | None) -> list[Piece]:
+    """The parts of ``pieces`` inside [start, end), their gas shared in proportion to time."""
+    if start_ns is None and end_ns is None:
+        return pieces
+    lo = -(2**63) if start_ns is None else start_ns
+    hi = 2**63 - 1 if end_ns is None else end_ns
+    out = []
+    for p in pieces:
+        a, b = max(p.start_ns, lo), min(p.end_ns, hi)
+        if b > a:
+            share = (b - a) / (p.end_ns - p.start_ns)
+            out.append(Piece(p.network, p.group, a, b, p.gas_kg * share, p.file))
+    return out
+
+
 @dataclass
 class Cell:
     gas_kg: float = 0.0
@@ -349,10 +364,14 @@ def build_report(root: str | Path, period: str, factors: FactorTable | None = No
     factors = factors or FactorTable()
     sources: list[SourceFile] = []
     opts = {"network": network, "start_ns": start_ns, "end_ns": end_ns, "sources": sources}
-    ticks = load(root, "ticks", ["ts", "figures"], **opts)
-    readings = load(root, "readings", ["point", "ts", "value", "quality", "source"], **opts)
+    # a tick or meter read stamped at or just after ``end`` still covers time before it: read a day
+    # more and clip the pieces to the range
+    later = {**opts, "end_ns": None if end_ns is None else end_ns + DAY_NS}
+    ticks = load(root, "ticks", ["ts", "figures"], **later)
+    readings = load(root, "readings", ["point", "ts", "value", "quality", "source"], **later)
+    # every alert revision up to the end: a leak open since before ``start`` still leaks inside the range
     alerts = load(root, "alerts", ["id", "revision", "kind", "status", "opened_ts", "updated_ts", "cleared_ts",
-                                   "evidence"], **opts)
+                                   "evidence"], **{**opts, "start_ns": None})
     data_end: dict[str, int] = {}
     for net, ts in zip(ticks["network"].to_pylist(), ticks["ts"].to_pylist()):
         data_end[net] = max(data_end.get(net, ts), ts)
@@ -368,10 +387,13 @@ def build_report(root: str | Path, period: str, factors: FactorTable | None = No
                 "records": cell.records, "first_ts": iso(cell.first_ns), "last_ts": iso(cell.last_ns),
                 "source_files": ";".join(sorted(cell.files))}
 
+    def inside(pieces: list[Piece]) -> list[Piece]:
+        return clip(pieces, start_ns, end_ns)
+
     combustion = []
     for basis, pieces in (("twin estimate", tick_pieces(ticks, max_gap_factor)),
                           ("meters", meter_pieces(readings, classes))):
-        for key, cell in sorted(aggregate(pieces, period).items()):
+        for key, cell in sorted(aggregate(inside(pieces), period).items()):
             start, net, group = key
             cls = "default" if basis == "twin estimate" else group
             r = combustion_co2(factors, mass_kg=cell.gas_kg, customer_class=cls)
@@ -384,7 +406,7 @@ def build_report(root: str | Path, period: str, factors: FactorTable | None = No
                 row["period_s"] = (next_period(start, period) - start) / NS
             combustion.append(row)
     methane: dict[tuple[int, str], dict] = {}
-    for key, cell in sorted(aggregate(release_pieces(alerts, factors, data_end), period).items()):
+    for key, cell in sorted(aggregate(inside(release_pieces(alerts, factors, data_end)), period).items()):
         start, net, aid = key
         row = methane.setdefault((start, net), {**stamp(key, Cell()), "gas_released_kg": 0.0, "events": [],
                                                "records": 0, "files": set()})

@@ -215,7 +215,9 @@ def test_report_by_month_week_year_and_classes(historian, tmp_path, capsys):
     year = build_report(historian, "year", start_ns=T0 + DAY, end_ns=T0 + 2 * DAY)
     twin = by(year.combustion, basis="twin estimate")
     assert len(twin) == 1 and twin[0]["gas_kg"] == pytest.approx(0.01 * (86_400 - 72 * 300 - 300 + 900))
-    assert all("date=2024-02-29" in s.path for s in year.sources)
+    # the midnight tick that closes the day is filed under the next date
+    assert {f.split("/")[2] for f in twin[0]["source_files"].split(";")} == {"date=2024-02-29", "date=2024-03-01"}
+    assert not any("date=2024-03-02" in s.path for s in year.sources)
     # the CLI
     factors = tmp_path / "factors.yaml"
     factors.write_text("version: utility-7\ndate: 2026-10-01\nsource: utility lab, monthly average\n"
