@@ -141,10 +141,11 @@ def labelled(nab_dir: Path, names: list[str]) -> tuple[list[LabelledFile], int]:
 
 def evaluate(nab_dir: Path, names: list[str], detector: str, processes: int, quiet: bool = False) -> dict:
     """Detect over the files, then score: {profile: ProfileResult, 'files': n, 'seconds': s}."""
+    from rich.console import Console
     from rich.progress import Progress
 
     t0 = time.perf_counter()
-    with Progress(transient=True, disable=quiet, console=None) as bar:
+    with Progress(transient=True, disable=quiet, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"{detector} over NAB", total=len(names))
         scores = run(nab_dir, names, detector, processes, progress=lambda n: bar.advance(task))
     seconds = time.perf_counter() - t0
