@@ -2,8 +2,9 @@
 
 Durations weigh each tick by ``tick_s`` (a tick's state stands for the interval it closes):
 customer-hours = customers affected x tick_s / 3600, summed over ticks; gas lost = leak flow at
-supplied nodes x tick_s. Methane released = gas lost x the methane mass fraction; CO2e = methane
-x GWP100. docs/whatif.md lists every column.
+supplied nodes x tick_s. Methane released and CO2e come from the carbon module's factor table
+(``twin.carbon.methane_released``: methane mass fraction of the composition, GWP100, and the CO2
+the gas itself carries). docs/whatif.md lists every column.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipetwin.flows.studies.variant import VariantResult
+from pipetwin.twin.carbon import FactorTable, methane_released
 
 TS = pa.timestamp("ns", tz="UTC")
 
@@ -30,8 +32,7 @@ class Context:
     start_ns: int
     tick_s: float
     min_service_pa: float
-    methane_mass_fraction: float
-    gwp100_methane: float
+    factors: FactorTable
     descriptions: dict[str, str]
     changes: dict[str, list[str]]
 
@@ -124,7 +125,7 @@ def variants_table(results: list[VariantResult], ctx: Context) -> pa.Table:
     for r in results:
         pack = r.line_pack_kg
         lost = float(r.leak_kg_s.sum() * ctx.tick_s)
-        methane = lost * ctx.methane_mass_fraction
+        released = methane_released(ctx.factors, mass_kg=lost)
         if base_pack is None:
             base_pack = float(pack.mean())
         mins = r.min_pressure_pa[:, -1]
@@ -143,8 +144,8 @@ def variants_table(results: list[VariantResult], ctx: Context) -> pa.Table:
         rows["line_pack_max_kg"].append(float(pack.max()))
         rows["line_pack_vs_baseline_kg"].append(float(pack.mean()) - base_pack)
         rows["gas_lost_kg"].append(lost)
-        rows["methane_released_kg"].append(methane)
-        rows["co2e_t"].append(methane * ctx.gwp100_methane / 1000.0)
+        rows["methane_released_kg"].append(released["ch4_kg"])
+        rows["co2e_t"].append(released["co2e_kg"] / 1000.0)
         rows["gas_not_delivered_kg"].append(float(r.undelivered_kg_s.sum() * ctx.tick_s))
     return pa.table(rows)
 

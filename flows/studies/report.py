@@ -87,8 +87,9 @@ def write_report(path: Path, meta: dict, ticks: pa.Table, comparison: pa.Table, 
     notes = (f"History: {html.escape(meta['history'])}; {meta['ticks']} ticks of {meta['tick_s']:g} s from "
              f"{html.escape(meta['start'])}. Minimum service pressure {meta['min_service_pressure_pa']:.0f} Pa "
              f"absolute ({(meta['min_service_pressure_pa'] - ATMOSPHERE_PA) / 100:.0f} mbar gauge). Methane is "
-             f"{meta['methane_mass_fraction']:.3g} of the gas by mass ({html.escape(meta['methane_fraction_source'])}); "
-             f"CO2e with GWP100 {meta['gwp100_methane']:g}. Each variant re-solves the demands the baseline replay "
+             f"{meta['methane_mass_fraction']:.3g} of the gas by mass ({html.escape(meta['composition'])}); "
+             f"CO2e with GWP100 {meta['gwp100_methane']:g} (factor table {html.escape(meta['factors_version'])}, "
+             f"{html.escape(meta['factors_date'])}). Each variant re-solves the demands the baseline replay "
              "estimated, on the network as its changes make it.")
     doc = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>What-if study: {html.escape(meta['study'])}</title>

@@ -29,8 +29,7 @@ import pyarrow.parquet as pq
 
 from pipetwin.flows.studies.compare import (Context, comparison_table, nodes_table, ticks_table, variants_table,
                                             zone_ticks_table)
-from pipetwin.flows.studies.study import (DEFAULT_METHANE_MASS_FRACTION, Study, customers_of, history_start,
-                                          load_points_for)
+from pipetwin.flows.studies.study import Study, customers_of, history_start, load_points_for
 from pipetwin.flows.studies.variant import VariantInput, VariantResult, run_variant
 
 SCHEMA = "pipetwin.whatif/1"
@@ -121,8 +120,7 @@ def run_study(study: Study, out: str | Path, *, processes: int | None = None,
     model = study.model
     ctx = Context(node_ids=model.nodes.ids, x=model.nodes.x, y=model.nodes.y, zones=study.zones,
                   customers=customers_of(model), start_ns=start_ns, tick_s=study.tick_s,
-                  min_service_pa=study.min_service_pa, methane_mass_fraction=study.methane_mass_fraction,
-                  gwp100_methane=study.gwp100_methane,
+                  min_service_pa=study.min_service_pa, factors=study.factors,
                   descriptions={v.name: v.description for v in study.variants},
                   changes={v.name: [c.describe() for c in v.changes] for v in study.variants})
     tables = {"variants": variants_table(results, ctx), "comparison": comparison_table(results, ctx),
@@ -141,11 +139,10 @@ def run_study(study: Study, out: str | Path, *, processes: int | None = None,
         "network": model.name, "nodes": model.n_nodes, "links": model.n_links, "history": history,
         "readings_file": str(readings), "historian": str(historian), "start": start.isoformat(),
         "tick_s": study.tick_s, "ticks": int(len(t_s)), "zones": ctx.zone_names,
-        "min_service_pressure_pa": study.min_service_pa, "methane_mass_fraction": study.methane_mass_fraction,
-        "methane_fraction_source": ("constant H-gas composition (flows/studies/study.py)"
-                                    if study.methane_mass_fraction == DEFAULT_METHANE_MASS_FRACTION
-                                    else "study file or pipetwin.twin.carbon"),
-        "gwp100_methane": study.gwp100_methane,
+        "min_service_pressure_pa": study.min_service_pa,
+        "methane_mass_fraction": study.factors.composition.methane_mass_fraction,
+        "composition": study.factors.composition.name, "gwp100_methane": study.factors.gwp100_ch4,
+        **study.factors.stamp(),
         "variants": [{"name": v.name, "description": v.description, "changes": ctx.changes[v.name]}
                      for v in study.variants],
         "baseline_replay": {"ticks_not_converged": int((~base.converged).sum()),

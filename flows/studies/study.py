@@ -32,19 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from pipetwin.connectors.points import PointTable
+from pipetwin.twin.carbon import FactorTable, factor_table_from_dict
 from pipetwin.twin.changes import KINDS, Change, ChangeError, check_change
 from pipetwin.twin.estimate.demand import make_zones
 from pipetwin.twin.model import NetworkModel, NodeKind
 
 ATMOSPHERE_PA = 101325.0              # gauge to absolute, as the point tables convert
 SIMULATION_START = datetime(2026, 1, 15, tzinfo=timezone.utc)
-# methane's share of the gas by mass when neither the study nor a composition module says:
-# an H-gas of ~93 mol% methane with the model's default molar mass (16.62 kg/kmol) -> 0.9 by mass
-DEFAULT_METHANE_MASS_FRACTION = 0.9
-GWP100_METHANE = 29.8                 # IPCC AR6, fossil methane
 TOP_KEYS = {"name", "description", "network", "points", "history", "tick_s", "zones", "max_age_s",
-            "min_service_pressure_pa", "min_service_pressure_mbar_gauge", "methane_mass_fraction",
-            "gwp100_methane", "classes", "baseline", "scenarios"}
+            "min_service_pressure_pa", "min_service_pressure_mbar_gauge", "factors", "classes", "baseline", "scenarios"}
 CHANGE_KEYS = {"kind", "at", "until", "link", "pipe", "valve", "node", "nodes", "zone", "class", "factor", "percent",
                "flow_kg_s", "pressure_pa", "pressure_mbar_gauge", "id", "from", "to", "length_m", "diameter_m",
                "roughness_m"}
@@ -89,8 +85,7 @@ class Study:
     n_zones: int
     zones: np.ndarray                  # per node, -1 outside any zone (the flow's own zoning)
     min_service_pa: float              # absolute
-    methane_mass_fraction: float
-    gwp100_methane: float
+    factors: FactorTable               # gas composition and GWP (pipetwin.twin.carbon)
     variants: list[Variant]            # the baseline first
     max_age_s: float
     description: str = ""
@@ -330,9 +325,7 @@ def load_study(path: str | Path) -> Study:
     else:   # as `pipetwin run` sets its pressure-limit detector: 50 mbar below the lowest source
         src = model.nodes.fixed_pressure_pa[model.nodes.kind == NodeKind.SOURCE]
         min_pa = float(np.nanmin(src)) - 5000.0
-    fraction = _number(doc, "methane_mass_fraction", str(path), default_methane_mass_fraction(model))
-    if fraction > 1:
-        raise StudyError(f"{path}: methane_mass_fraction {fraction} must be at most 1")
+    factors = _load_factors(doc.get("factors"), base, str(path))
     classes = _load_classes(doc.get("classes"), base, model, str(path))
     start = history_start(history)
     variants = [Variant("baseline", _changes(doc.get("baseline"), model, zones, classes, start,
@@ -357,7 +350,7 @@ def load_study(path: str | Path) -> Study:
         variants.append(Variant(str(name), changes, description))
     return Study(name=str(doc.get("name", path.stem)), path=path.resolve(), model=model, points_path=points_path,
                  history=history, tick_s=tick_s, n_zones=n_zones, zones=zones, min_service_pa=min_pa,
-                 methane_mass_fraction=fraction, gwp100_methane=_number(doc, "gwp100_methane", str(path), GWP100_METHANE),
+                 factors=factors,
                  variants=variants, max_age_s=_number(doc, "max_age_s", str(path), 2 * tick_s),
                  description=str(doc.get("description", "")), classes=classes)
 
@@ -375,20 +368,17 @@ def read_network_named(name: str, base: Path) -> NetworkModel:
     return read_network(path)
 
 
-def default_methane_mass_fraction(model: NetworkModel) -> float:
-    """Methane's mass share of the gas: from ``pipetwin.twin.carbon`` when that module offers a
-    composition, else ``DEFAULT_METHANE_MASS_FRACTION`` (a constant H-gas, stated in reports)."""
+def _load_factors(value, base: Path, where: str) -> FactorTable:
+    """The carbon module's factor table (composition, GWP): a YAML file, or its defaults."""
+    if value is None:
+        return FactorTable()
+    import yaml
+
+    path = (base / str(value)).resolve()
     try:
-        from pipetwin.twin import carbon
-    except ImportError:
-        return DEFAULT_METHANE_MASS_FRACTION
-    fn = getattr(carbon, "methane_mass_fraction", None)
-    if callable(fn):
-        try:
-            return float(fn(model.gas))
-        except TypeError:
-            return DEFAULT_METHANE_MASS_FRACTION
-    return DEFAULT_METHANE_MASS_FRACTION
+        return factor_table_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError, ValueError, TypeError) as exc:
+        raise StudyError(f"{where}: factors {path}: {exc}") from None
 
 
 def history_start(spec: HistorySpec) -> datetime:
