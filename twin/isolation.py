@@ -9,9 +9,9 @@ leaving one open joins the section to a neighbouring segment (and, for the ``fee
 to a source). Valves already closed on the boundary are listed, not operated.
 
 Networks without any isolation valve (GIS exports often lack them, e.g. the bundled
-Schutterwald grid) follow the squeeze-off convention: crews squeeze the burst pipe off at both
-ends, so the section is that pipe alone and its end nodes stay in service if something else
-feeds them.
+Schutterwald grid, and EPANET files, whose valves are control valves) follow the squeeze-off
+convention: crews squeeze the burst pipe off (water: cut it out) at both ends, so the section is
+that pipe alone and its end nodes stay in service if something else feeds them.
 
 Supply is judged on the undirected graph (as the solvers' own ``unsupplied`` pass does): a
 node is supplied when a path of usable links joins it to a source (or, for water, a tank).
@@ -196,7 +196,8 @@ def isolate(model: NetworkModel, pipe_id: str, *, repair_hours: float = DEFAULT_
         squeeze: list[str] = []
     else:
         convention = SQUEEZE_OFF
-        note = ("the network has no isolation valves: crews squeeze the pipe off at both ends, so the section "
+        how = "squeeze the pipe off" if model.is_gas else "cut the pipe out"
+        note = (f"the network has no isolation valves: crews {how} at both ends, so the section "
                 "is the pipe itself and its end nodes stay in service if other pipes feed them")
         section_link[k] = True
         squeeze = [str(nodes.ids[fr[k]]), str(nodes.ids[to[k]])]
