@@ -26,6 +26,8 @@ the estimated flow and start time, and the evidence.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from scipy.stats import chi2
 
@@ -207,7 +209,7 @@ class LeakDetector(TickDetector):
             fired = [(s, z0) for s, z0 in ((self.s_bal, self.zero_bal), (self.s_prs, self.zero_prs)) if s > self.h]
             if fired:
                 start_index = min(z0 for _, z0 in fired)
-                self.alarm = {"opened_ns": win["end_ns"], "start_index": start_index,
+                self.alarm = {"opened_ns": win["end_ns"], "start_index": start_index, "first_index": start_index,
                               "start_ns": int(self.t0_ns + start_index * self.window_s * 1e9),
                               "by": "balance" if self.s_bal > self.h else "pressure"}
         if self.alarm is not None:
@@ -215,8 +217,24 @@ class LeakDetector(TickDetector):
             quiet = z_bal < self.k and z_prs < self.k
             self.quiet = self.quiet + 1 if quiet else 0
 
+    def _refine_start(self) -> None:
+        """The start that best explains the tested windows as a step: argmax over t of
+        (sum of z since t)^2 / (windows since t), z from the CUSUM that fired (a step of unknown
+        size; the CUSUM's last zero is where the search begins to look, a day back at most)."""
+        al = self.alarm
+        key = "z_bal" if al["by"] == "balance" else "z_prs"
+        tested = [w for w in self.windows if "z" in w and w["index"] >= al["first_index"] - 24]
+        z = np.array([w[key] for w in tested])
+        tail = np.cumsum(z[::-1])[::-1]
+        n = np.arange(len(z), 0, -1)
+        glr = np.where(tail > 0, tail ** 2 / n, -np.inf)
+        best = int(np.argmax(glr))
+        al["start_index"] = tested[best]["index"]
+        al["start_ns"] = int(self.t0_ns + al["start_index"] * self.window_s * 1e9)
+
     def _localize(self) -> None:
         al = self.alarm
+        self._refine_start()
         since = [w for w in self.windows if w["index"] >= al["start_index"] and "z" in w]
         if not since:
             return
@@ -259,9 +277,9 @@ class LeakDetector(TickDetector):
 
     # -- state ------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        return {k: getattr(self, k) for k in ("t0_ns", "acc", "windows", "base", "s_bal", "s_prs", "zero_bal",
-                                              "zero_prs", "alarm", "quiet")}
+        return copy.deepcopy({k: getattr(self, k) for k in ("t0_ns", "acc", "windows", "base", "s_bal", "s_prs",
+                                                            "zero_bal", "zero_prs", "alarm", "quiet")})
 
     def restore(self, snap: dict) -> None:
-        for key, value in snap.items():
+        for key, value in copy.deepcopy(snap).items():
             setattr(self, key, value)
