@@ -140,8 +140,8 @@ def load(root: str | Path, kind: str, columns: list[str], *, network: str | None
          start_ns: int | None = None, end_ns: int | None = None,
          sources: list[SourceFile] | None = None) -> pa.Table:
     """Rows of one historian kind with ``network`` and ``file`` columns added, timestamps as int
-    ns, de-duplicated by the kind's key, rows outside [start, end) dropped. Files whose day folder lies outside the range
-    are not opened. Each file read is appended to ``sources``."""
+    ns, de-duplicated by the kind's key, rows outside [start, end) dropped. Files whose day folder
+    lies outside the range are not opened. Each file read is appended to ``sources``."""
     spec = KINDS[kind]
     root = Path(root)
     tcol = spec.time_column

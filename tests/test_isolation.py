@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipetwin.cli import main
-from pipetwin.twin.isolation import isolate, isolated_model, plan_isolation, supplied_mask
+from pipetwin.twin.isolation import isolate, isolated_model, plan_isolation, segments, supplied_mask
 from pipetwin.twin.model import (LinkKind, LinkStatus, Medium, NetworkModel, NodeKind, make_demands, make_links,
                                  make_nodes, make_tanks)
 
@@ -59,6 +59,9 @@ def test_branch_known_answer():
     assert plan.customer_hours == pytest.approx(12.0)
     assert plan.undelivered == pytest.approx(0.005 * 6 * 3600)
     assert plan.sources_shut_in == []
+    label = dict(zip(net.nodes.ids, segments(net)))
+    assert label["B"] == label["C"] == label["D"] and label["F"] == label["G"] and label["S"] == label["A"]
+    assert len({label["A"], label["B"], label["F"]}) == 3
 
 
 def test_loop_makes_the_far_valve_feeding_and_keeps_g_supplied():
