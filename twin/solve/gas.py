@@ -314,7 +314,14 @@ class GasSolver:
             # while the pipe-law residual keeps falling fast; a cold solve refactors every time
             # (the first step's residual is the old solution's, already tiny: progress counts from step 2)
             chord = warm_start is not None and (it <= 2 or (law_res < 0.5 * last_law and system is last_system))
-            pi_new[rows] = system.solve(P, np.zeros(system.n), rhs[rows], x0=(p * p)[rows], refactor=not chord)
+            try:
+                pi_new[rows] = system.solve(P, np.zeros(system.n), rhs[rows], x0=(p * p)[rows], refactor=not chord)
+            except np.linalg.LinAlgError:
+                if warm_start is None:
+                    raise
+                # a warm start far from the new state (meshed grids, large demand changes) can send the
+                # chord steps off until a conductance underflows: solve this one from a cold start
+                return self.solve(demand, source_pressure_pa=source_pressure_pa, setting=setting)
             refactors += not chord
             last_law, last_system = law_res, system
             gk.gga_flows(fr, to, a, P, pi_new, self.active_link, m_new)
