@@ -11,11 +11,12 @@ What the historian holds and what each figure is made of (docs/historian.md, doc
   table's conversion; bad quality skipped). A class map (``point,class`` CSV) names each meter's
   class; without one, every reading from a meter feed (``source`` starting ``meters:``) is class
   ``metered``.
-- **Gas released**: alerts whose evidence carries a leak flow (``leak_flow_kg_s``,
-  ``leak_kg_s``, ``estimated_leak_kg_s``, or ``leak_flow_m3_s`` at normal conditions). Each
+- **Gas released**: leak alerts (kind ``leak``, evidence ``estimated_flow`` in kg/s, as
+  ``flows/detectors/leak.py`` writes them) and alerts whose evidence carries ``leak_flow_kg_s``,
+  ``leak_kg_s``, ``estimated_leak_kg_s``, or ``leak_flow_m3_s`` at normal conditions. Each
   revision's flow holds from its update until the next revision, the clearing, or the network's
-  last tick; the leak starts at ``leak_start_ns`` in the evidence if given, else when the alert
-  opened. Vents are alerts with ``vented_kg`` or ``vented_m3`` (normal), counted once per alert at
+  last tick; the leak starts at the evidence's estimated start (``start_ns``, or
+  ``leak_start_ns``) if given, else when the alert opened. Vents are alerts with ``vented_kg`` or ``vented_m3`` (normal), counted once per alert at
   its latest revision.
 
 Intervals are split at period boundaries (UTC days, ISO weeks from Monday, calendar months and
@@ -241,7 +242,9 @@ def meter_pieces(readings: pa.Table, classes: dict[str, str] | None) -> list[Pie
     return out
 
 
-def _flow_kg_s(evidence: dict, table: FactorTable) -> float | None:
+def _flow_kg_s(kind: str, evidence: dict, table: FactorTable) -> float | None:
+    if kind == "leak" and evidence.get("estimated_flow") is not None:     # flows/detectors/leak.py, kg/s on gas
+        return float(evidence["estimated_flow"])
     for key in LEAK_MASS_KEYS:
         if evidence.get(key) is not None:
             return float(evidence[key])
@@ -270,12 +273,12 @@ def release_pieces(alerts: pa.Table, table: FactorTable, data_end: dict[str, int
             out.append(Piece(net, aid, t, t + 1, float(vented), last["file"]))
         for i, rev in enumerate(revs):
             ev = json.loads(rev["evidence"] or "{}")
-            flow = _flow_kg_s(ev, table)
+            flow = _flow_kg_s(rev["kind"], ev, table)
             if flow is None or rev["status"] == "cleared":
                 continue
             start = rev["updated_ts"]
             if i == 0:
-                start = int(ev.get("leak_start_ns", rev["opened_ts"] or start))
+                start = int(ev.get("start_ns", ev.get("leak_start_ns", rev["opened_ts"] or start)))
             if i + 1 < len(revs):
                 end = revs[i + 1]["updated_ts"]
             else:

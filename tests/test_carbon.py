@@ -130,10 +130,12 @@ def historian(tmp_path):
                 hist.write_state(state(ts, 0.01))
         h = 3600 * 10**9
         opened = T0 + 12 * h
-        hist.write_alert(alert("leak-1", 0, opened, leak_flow_kg_s=0.002))
-        hist.write_alert(alert("leak-1", 1, T0 + DAY, opened=opened, leak_flow_kg_s=0.004))
+        # as flows/detectors/leak.py writes them: estimated flow (kg/s) and estimated start
+        start = opened - h
+        hist.write_alert(alert("leak-1", 0, opened, estimated_flow=0.002, start_ns=start))
+        hist.write_alert(alert("leak-1", 1, T0 + DAY, opened=opened, estimated_flow=0.004, start_ns=start))
         hist.write_alert(alert("leak-1", 2, T0 + DAY + 6 * h, status="cleared", opened=opened,
-                               cleared=T0 + DAY + 6 * h, leak_flow_kg_s=0.004))
+                               cleared=T0 + DAY + 6 * h, estimated_flow=0.004, start_ns=start))
         hist.write_alert(alert("leak-2", 0, T0 + 3 * DAY - 2 * h, leak_flow_m3_s=0.001))      # still open
         hist.write_alert(alert("vent-1", 0, T0 + 2 * DAY + 3 * h, vented_m3=100.0))
         ts = [T0 + k * h for k in range(1, 73) for _ in range(3)]
@@ -166,18 +168,18 @@ def test_report_by_day_from_the_historian(historian, tmp_path):
     metered = by(report.combustion, basis="meters")
     assert [r["gas_kg"] for r in metered] == pytest.approx([3 * 24 * 0.5 - 0.5, 36.0, 36.0])
     assert metered[0]["records"] == 3 * 24 - 1
-    # released: leak-1 12 h at 2 g/s on day 1, 6 h at 4 g/s on day 2; leak-2 from 22:00 to the last tick;
+    # released: leak-1 13 h at 2 g/s on day 1 (from its estimated start), 6 h at 4 g/s on day 2; leak-2 from 22:00 to the last tick;
     # vent-1 100 m3 on day 3
     rows = {r["period"]: r for r in report.methane}
-    assert rows["2024-02-28"]["gas_released_kg"] == pytest.approx(0.002 * 12 * 3600)
+    assert rows["2024-02-28"]["gas_released_kg"] == pytest.approx(0.002 * 13 * 3600)
     assert rows["2024-02-29"]["gas_released_kg"] == pytest.approx(0.004 * 6 * 3600)
     leak2 = 0.001 * table.normal_density_kg_m3 * 2 * 3600
     vent = 100.0 * table.normal_density_kg_m3
     assert rows["2024-03-01"]["gas_released_kg"] == pytest.approx(leak2 + vent)
     assert rows["2024-03-01"]["events"] == "leak-2;vent-1"
-    assert rows["2024-02-28"]["ch4_kg"] == pytest.approx(0.002 * 12 * 3600 * w)
+    assert rows["2024-02-28"]["ch4_kg"] == pytest.approx(0.002 * 13 * 3600 * w)
     assert rows["2024-02-28"]["co2e_kg"] == pytest.approx(
-        methane_released(table, mass_kg=0.002 * 12 * 3600)["co2e_kg"])
+        methane_released(table, mass_kg=0.002 * 13 * 3600)["co2e_kg"])
     # the summary adds them up and states the factors
     s = {r["period"]: r for r in report.summary}
     assert s["2024-02-28"]["total_co2e_kg"] == pytest.approx(twin[0]["co2_kg"] + rows["2024-02-28"]["co2e_kg"])
