@@ -275,3 +275,23 @@ def test_cli_verify_and_anchor(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "first_bad_line=2" in captured.out and "line 2:" in captured.err
     assert main(["audit", "prune", str(ledger.path)]) == 1    # no --by
+
+
+def test_alert_objects_and_numpy_figures_go_in_as_plain_json(tmp_path):
+    import numpy as np
+
+    from pipetwin.flows.contracts import Alert, Candidate
+
+    alert = Alert(id="leak-7", kind="leak", severity="major", subject="north", network="north", opened_ns=T0,
+                  updated_ns=T0, evidence={"estimated_flow": np.float64(0.004), "ufg_pct": float("nan"),
+                                           "pipes": np.array(["p1", "p2"])},
+                  candidates=[Candidate("n1", 0.9, 1.0, 2.0)])
+    ledger = Ledger(tmp_path / "a.jsonl", clock=Clock(), fsync=False)
+    entry = ledger.append("alert", alert)
+    ledger.append("operator_action", {"alert": alert.id, "action": "ack", "by": "jo", "note": "crew sent, Straße 5"})
+    stored = next(ledger.entries())
+    assert stored == entry
+    assert stored["payload"]["evidence"] == {"estimated_flow": 0.004, "ufg_pct": None, "pipes": ["p1", "p2"]}
+    assert stored["payload"]["candidates"][0]["element"] == "n1"
+    assert "Straße" in lines(ledger)[1]                       # UTF-8, not escaped
+    assert verify(ledger.path).ok
