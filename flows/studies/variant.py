@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipetwin.twin.changes import Change, demand_transform, model_at
-from pipetwin.twin.model import LinkKind, NetworkModel
+from pipetwin.twin.model import NetworkModel
 from pipetwin.twin.solve.gas import GasSolver
 
 
@@ -64,20 +64,6 @@ class VariantResult:
     seconds: float                     # wall time of the re-solve
 
 
-def line_pack_kg(solver: GasSolver, p: np.ndarray, supplied: np.ndarray) -> float:
-    """Gas held in the pipes: sum of V rho(p_mean), with pandapipes' mean pressure of a pipe,
-    2/3 (p1^3 - p2^3) / (p1^2 - p2^2) = 2/3 (p1^2 + p1 p2 + p2^2) / (p1 + p2), and the real-gas
-    density rho = p / (Z R T) at it. Cut-off pipes count as empty: the steady state knows no
-    pressure for them."""
-    model = solver.model
-    links = model.links
-    pipes = (links.kind == LinkKind.PIPE) & supplied[links.from_node] & supplied[links.to_node]
-    p1, p2 = p[links.from_node[pipes]], p[links.to_node[pipes]]
-    p_mean = 2.0 / 3.0 * (p1 * p1 + p1 * p2 + p2 * p2) / np.maximum(p1 + p2, 1.0)
-    volume = 0.25 * np.pi * links.diameter_m[pipes] ** 2 * links.length_m[pipes]
-    return float(np.sum(volume * solver.density(p_mean)))
-
-
 def run_variant(v: VariantInput) -> VariantResult:
     """Re-solve every tick of ``v`` (see the module docstring)."""
     t0 = time.perf_counter()
@@ -114,8 +100,13 @@ def run_variant(v: VariantInput) -> VariantResult:
         if k != key:
             key, last = k, None            # a new topology or setting: start cold
         demand = v.demand[i] * scale + leak
-        result = solver.solve(demand, warm_start=last)
-        if not result.converged and last is not None:
+        try:
+            result = solver.solve(demand, warm_start=last)
+        except np.linalg.LinAlgError:
+            if last is None:
+                raise
+            result = None        # a warm chord step that lost definiteness: solve cold instead
+        if last is not None and (result is None or not result.converged):
             result = solver.solve(demand)
         last = result if result.converged else None
         supplied = ~result.unsupplied
@@ -129,7 +120,7 @@ def run_variant(v: VariantInput) -> VariantResult:
                 out["min_pressure_pa"][i, c], min_node[i, c] = p[j], j
             below[i, c] = int((member[c] & low).sum())
             unsup[i, c] = int((member[c] & ~supplied).sum())
-        per_tick["line_pack_kg"][i] = line_pack_kg(solver, p, supplied)
+        per_tick["line_pack_kg"][i] = solver.line_pack_kg(p)      # cut-off pipes (pressure 0) hold nothing
         per_tick["leak_kg_s"][i] = float(leak[supplied].sum())
         per_tick["undelivered_kg_s"][i] = float(np.maximum(demand, 0.0)[v.customers & ~supplied].sum())
         per_tick["inflow_kg_s"][i] = float(-result.node_demand[solver.fixed].sum())
