@@ -32,6 +32,7 @@ import html
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -39,6 +40,7 @@ from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipetwin.flows.sinks.historian import KINDS, drop_duplicates
@@ -137,52 +139,66 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load(root: str | Path, kind: str, columns: list[str], *, network: str | None = None,
-         start_ns: int | None = None, end_ns: int | None = None,
-         sources: list[SourceFile] | None = None) -> pa.Table:
-    """Rows of one historian kind with ``network`` and ``file`` columns added, timestamps as int
-    ns, de-duplicated by the kind's key, rows outside [start, end) dropped. Files whose day folder
-    lies outside the range are not opened. Each file read is appended to ``sources``."""
+def day_tables(root: str | Path, kind: str, columns: list[str], *, network: str | None = None,
+               start_ns: int | None = None, end_ns: int | None = None, sources: list[SourceFile] | None = None,
+               where: pc.Expression | None = None) -> Iterator[pa.Table]:
+    """One table per (network, date) folder of a historian kind: rows in [start, end) (and
+    matching ``where``) with ``network`` and ``file`` columns added and timestamps as int ns,
+    de-duplicated by the kind's key (a replayed record lands in the same day folder as the first).
+    Folders outside the range are not opened; every file read is appended to ``sources``. One day
+    at a time keeps a year of meter reads out of memory."""
     spec = KINDS[kind]
     root = Path(root)
     tcol = spec.time_column
-    first_day = None if start_ns is None else datetime.fromtimestamp(start_ns // NS, timezone.utc).strftime("%Y-%m-%d")
-    last_day = None if end_ns is None else \
-        datetime.fromtimestamp((end_ns - 1) // NS, timezone.utc).strftime("%Y-%m-%d")
+    first_day = None if start_ns is None else day_of(start_ns)
+    last_day = None if end_ns is None else day_of(end_ns - 1)
     wanted = list(dict.fromkeys([*columns, tcol, *[k for k in spec.keys if k != "network"]]))
-    parts = []
-    for path in sorted(root.glob(f"{kind}/network=*/date=*/*.parquet")):
-        if path.name.startswith("."):
-            continue
-        net = unquote(path.parent.parent.name.split("=", 1)[1])
-        day = path.parent.name.split("=", 1)[1]
+    for folder in sorted(root.glob(f"{kind}/network=*/date=*")):
+        net = unquote(folder.parent.name.split("=", 1)[1])
+        day = folder.name.split("=", 1)[1]
         if (network is not None and net != network) or (first_day and day < first_day) or \
                 (last_day and day > last_day):
             continue
-        table = pq.read_table(path, columns=wanted)
-        ts = table[tcol].cast(pa.int64()).to_numpy()
-        keep = np.ones(len(ts), bool)
-        if start_ns is not None:
-            keep &= ts >= start_ns
-        if end_ns is not None:
-            keep &= ts < end_ns
-        rel = path.relative_to(root).as_posix()
-        if sources is not None:
-            sources.append(SourceFile(rel, kind, _sha256(path), int(keep.sum()),
-                                      int(ts[keep].min()) if keep.any() else None,
-                                      int(ts[keep].max()) if keep.any() else None))
-        table = table.filter(pa.array(keep))
-        for i, f in enumerate(table.schema):
-            if pa.types.is_timestamp(f.type):
-                table = table.set_column(i, f.name, table[f.name].cast(pa.int64()))
-        parts.append(table.append_column("network", pa.array([net] * table.num_rows, pa.string()))
-                     .append_column("file", pa.array([rel] * table.num_rows, pa.string())))
-    if not parts:
-        fields = [spec.schema.field(c) for c in wanted]
-        fields = [f.with_type(pa.int64()) if pa.types.is_timestamp(f.type) else f for f in fields]
-        schema = pa.schema(fields + [pa.field("network", pa.string()), pa.field("file", pa.string())])
-        return schema.empty_table()
-    return drop_duplicates(pa.concat_tables(parts), list(spec.keys))
+        parts = []
+        for path in sorted(folder.glob("*.parquet")):
+            if path.name.startswith("."):
+                continue
+            table = pq.read_table(path, columns=wanted, filters=where)
+            ts = table[tcol].cast(pa.int64()).to_numpy()
+            keep = np.ones(len(ts), bool)
+            if start_ns is not None:
+                keep &= ts >= start_ns
+            if end_ns is not None:
+                keep &= ts < end_ns
+            rel = path.relative_to(root).as_posix()
+            if sources is not None:
+                sources.append(SourceFile(rel, kind, _sha256(path), int(keep.sum()),
+                                          int(ts[keep].min()) if keep.any() else None,
+                                          int(ts[keep].max()) if keep.any() else None))
+            table = table.filter(pa.array(keep))
+            for i, f in enumerate(table.schema):
+                if pa.types.is_timestamp(f.type):
+                    table = table.set_column(i, f.name, table[f.name].cast(pa.int64()))
+            parts.append(table.append_column("network", pa.array([net] * table.num_rows, pa.string()))
+                         .append_column("file", pa.array([rel] * table.num_rows, pa.string())))
+        if parts:
+            yield drop_duplicates(pa.concat_tables(parts), list(spec.keys))
+
+
+def load(root: str | Path, kind: str, columns: list[str], **options) -> pa.Table:
+    """``day_tables`` in one table (for the small kinds: ticks, alerts)."""
+    tables = list(day_tables(root, kind, columns, **options))
+    if tables:
+        return pa.concat_tables(tables)
+    spec = KINDS[kind]
+    wanted = list(dict.fromkeys([*columns, spec.time_column, *[k for k in spec.keys if k != "network"]]))
+    fields = [spec.schema.field(c) for c in wanted]
+    fields = [f.with_type(pa.int64()) if pa.types.is_timestamp(f.type) else f for f in fields]
+    return pa.schema(fields + [pa.field("network", pa.string()), pa.field("file", pa.string())]).empty_table()
+
+
+def day_of(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns // NS, timezone.utc).strftime("%Y-%m-%d")
 
 
 # -- the three sources of figures -------------------------------------------------------------
@@ -224,22 +240,59 @@ def tick_pieces(ticks: pa.Table, max_gap_factor: float = 3.0) -> list[Piece]:
     return out
 
 
-def meter_pieces(readings: pa.Table, classes: dict[str, str] | None) -> list[Piece]:
-    """Gas burnt per meter read: the read's kg, over the hour (or interval) ending at its stamp."""
-    out = []
-    for row in readings.to_pylist():
-        if row["quality"] == 2 or row["value"] is None or not math.isfinite(row["value"]):
+def period_starts(ts_ns: np.ndarray, period: str) -> np.ndarray:
+    """``period_start`` over an array."""
+    ts_ns = np.asarray(ts_ns, np.int64)
+    if period == "day":
+        return ts_ns // DAY_NS * DAY_NS
+    if period == "week":
+        day = ts_ns // DAY_NS
+        return (day - (day + 3) % 7) * DAY_NS
+    unit = {"month": "M", "year": "Y"}[period]
+    return ts_ns.astype("datetime64[ns]").astype(f"datetime64[{unit}]").astype("datetime64[ns]").astype(np.int64)
+
+
+def meter_cells(days: Iterable[pa.Table], classes: dict[str, str] | None, period: str,
+                start_ns: int | None = None, end_ns: int | None = None) -> dict[tuple[int, str, str], Cell]:
+    """Gas burnt per (period, network, customer class) from meter reads, one day folder at a
+    time: each read's kg belongs to the interval ending at its stamp (so a read stamped at midnight
+    closes the previous day). Bad quality and non-finite values are skipped."""
+    names = sorted(set(classes.values())) if classes else ["metered"]
+    points = pa.array(list(classes), pa.string()) if classes else None
+    code = np.array([names.index(c) for c in classes.values()], np.int64) if classes else None
+    cells: dict[tuple[int, str, str], Cell] = defaultdict(Cell)
+    for t in days:
+        if t.num_rows == 0:
             continue
-        if classes is not None:
-            cls = classes.get(row["point"])
-            if cls is None:
-                continue
-        elif not str(row["source"]).startswith(METER_SOURCE_PREFIX):
-            continue
+        ts = t["ts"].to_numpy()
+        value = t["value"].to_numpy(zero_copy_only=False).astype(float)
+        keep = (t["quality"].to_numpy() != 2) & np.isfinite(value)
+        if classes:
+            idx = pc.fill_null(pc.index_in(t["point"], value_set=points), -1).to_numpy()
+            keep &= idx >= 0
+            cls = np.where(idx >= 0, code[np.maximum(idx, 0)], -1)
         else:
-            cls = "metered"
-        out.append(Piece(row["network"], cls, row["ts"] - 1, row["ts"], float(row["value"]), row["file"]))
-    return out
+            keep &= pc.fill_null(pc.starts_with(t["source"], METER_SOURCE_PREFIX), False).to_numpy()
+            cls = np.zeros(len(ts), np.int64)
+        if start_ns is not None:
+            keep &= ts - 1 >= start_ns
+        if end_ns is not None:
+            keep &= ts - 1 < end_ns
+        if not keep.any():
+            continue
+        mask = pa.array(keep)
+        g = pa.table({"p": period_starts(ts[keep] - 1, period), "n": t["network"].filter(mask), "c": cls[keep],
+                      "v": value[keep], "ts": ts[keep], "f": t["file"].filter(mask)})
+        agg = g.group_by(["p", "n", "c"], use_threads=False).aggregate(
+            [("v", "sum"), ("v", "count"), ("ts", "min"), ("ts", "max"), ("f", "distinct")])
+        for row in agg.to_pylist():
+            c = cells[(row["p"], row["n"], names[row["c"]])]
+            c.gas_kg += row["v_sum"]
+            c.records += row["v_count"]
+            c.first_ns = row["ts_min"] - 1 if c.first_ns is None else min(c.first_ns, row["ts_min"] - 1)
+            c.last_ns = row["ts_max"] if c.last_ns is None else max(c.last_ns, row["ts_max"])
+            c.files.update(row["f_distinct"])
+    return cells
 
 
 def _flow_kg_s(kind: str, evidence: dict, table: FactorTable) -> float | None:
@@ -371,7 +424,10 @@ def build_report(root: str | Path, period: str, factors: FactorTable | None = No
     # more and clip the pieces to the range
     later = {**opts, "end_ns": None if end_ns is None else end_ns + DAY_NS}
     ticks = load(root, "ticks", ["ts", "figures"], **later)
-    readings = load(root, "readings", ["point", "ts", "value", "quality", "source"], **later)
+    meter_filter = pc.field("point").isin(list(classes)) if classes else \
+        pc.starts_with(pc.field("source"), METER_SOURCE_PREFIX)
+    readings = day_tables(root, "readings", ["point", "ts", "value", "quality", "source"], where=meter_filter,
+                          **later)
     # every alert revision up to the end: a leak open since before ``start`` still leaks inside the range
     alerts = load(root, "alerts", ["id", "revision", "kind", "status", "opened_ts", "updated_ts", "cleared_ts",
                                    "evidence"], **{**opts, "start_ns": None})
@@ -394,9 +450,9 @@ def build_report(root: str | Path, period: str, factors: FactorTable | None = No
         return clip(pieces, start_ns, end_ns)
 
     combustion = []
-    for basis, pieces in (("twin estimate", tick_pieces(ticks, max_gap_factor)),
-                          ("meters", meter_pieces(readings, classes))):
-        for key, cell in sorted(aggregate(inside(pieces), period).items()):
+    for basis, cells in (("twin estimate", aggregate(inside(tick_pieces(ticks, max_gap_factor)), period)),
+                         ("meters", meter_cells(readings, classes, period, start_ns, end_ns))):
+        for key, cell in sorted(cells.items()):
             start, net, group = key
             cls = "default" if basis == "twin estimate" else group
             r = combustion_co2(factors, mass_kg=cell.gas_kg, customer_class=cls)
