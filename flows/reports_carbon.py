@@ -22,6 +22,13 @@ What the historian holds and what each figure is made of (docs/historian.md, doc
 Intervals are split at period boundaries (UTC days, ISO weeks from Monday, calendar months and
 years). ``sources`` lists every file read with its SHA-256, so a report can be anchored in the
 audit ledger beside the historian's own anchors.
+
+>>> noon = 1_709_208_000 * NS          # 2024-02-29 12:00 UTC
+>>> [period_label(period_start(noon, p), p) for p in PERIODS]
+['2024-02-29', '2024-W09', '2024-02', '2024']
+>>> [(label, (b - a) // (3600 * NS)) for label, a, b in
+...  [(period_label(p, "month"), a, b) for p, a, b in split(noon, noon + DAY_NS, "month")]]
+[('2024-02', 12), ('2024-03', 12)]
 """
 
 from __future__ import annotations
