@@ -275,6 +275,8 @@ def test_cli_verify_and_anchor(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "first_bad_line=2" in captured.out and "line 2:" in captured.err
     assert main(["audit", "prune", str(ledger.path)]) == 1    # no --by
+    assert main(["audit", "anchor", str(ledger.path), str(tmp_path / "nowhere")]) == 1
+    assert "no such historian folder" in capsys.readouterr().err
 
 
 def test_alert_objects_and_numpy_figures_go_in_as_plain_json(tmp_path):

@@ -194,6 +194,8 @@ class Ledger:
     def anchor(self, historian_dir: str | Path) -> dict:
         """Anchor the historian: the hash of every Parquet file not anchored before, the ones that
         changed or vanished since (shown, never silently re-blessed), and one digest over all."""
+        if not Path(historian_dir).is_dir():
+            raise LedgerError(f"{historian_dir}: no such historian folder")
         now = historian_files(historian_dir)
         known = self.anchored_files()
         new = {p: h for p, h in now.items() if p not in known}
