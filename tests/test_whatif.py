@@ -221,3 +221,52 @@ def test_example_valve_closure_runs(tmp_path, capsys):
     fraction = json.loads((tmp_path / "study.json").read_text())["methane_mass_fraction"]
     assert 0.5 < fraction <= 1.0
     assert math.isclose(float(f["methane_released_kg[burst-then-closure]"]), fraction * 0.005 * 1800, rel_tol=1e-9)
+
+
+def test_a_historian_day_is_replayed(tmp_path):
+    from datetime import datetime, timezone
+
+    from pipetwin.connectors.points import load_points
+    from pipetwin.flows.sinks.historian import Historian
+    from pipetwin.flows.studies.history import simulate_readings
+
+    model = read_network(example("schutterwald"))
+    points = load_points(example("schutterwald") / "points.csv", model)
+    start = datetime(2026, 1, 15, 7, tzinfo=timezone.utc)
+    with Historian(tmp_path / "hist", network="schutterwald") as hist:
+        hist.write_readings(simulate_readings(model, points, 1500.0, 300.0, 2, start))
+    path = write(tmp_path, """
+network: schutterwald
+history: {historian: hist, date: 2026-01-15}
+scenarios:
+  shut: [{kind: close, link: pipe_K1203_K1204_1, at: "2026-01-15T07:10:00Z"}]
+""")
+    study = load_study(path)
+    assert study.history.kind == "historian"
+    outcome = run_study(study, tmp_path / "out", processes=1)
+    ticks = outcome.tables["ticks"].to_pylist()
+    assert {t["variant"] for t in ticks} == {"baseline", "shut"}
+    shut = [t for t in ticks if t["variant"] == "shut"]
+    # ticks end at 07:05 ... 07:25: the closure at 07:10 shows from the second tick on
+    assert [t["customers_unsupplied"] for t in shut] == [0] + [109] * (len(shut) - 1)
+
+
+def test_a_benchmark_readings_file_is_accepted(tmp_path):
+    from tests.paths import SHARED
+
+    readings = SHARED / "benchmarks" / "leaks" / "public" / "s03" / "readings.parquet"
+    if not readings.exists():
+        pytest.skip(f"benchmark data {readings} not found")
+    path = write(tmp_path, f"""
+network: schutterwald
+history: {{readings: {readings}}}
+scenarios:
+  leak: [{{kind: leak, node: K1204, flow_kg_s: 0.001, at: "2026-01-01T00:00:00Z"}}]
+""")
+    study = load_study(path)
+    from pipetwin.flows.studies.study import load_points_for
+
+    points = load_points_for(study)
+    assert study.history.kind == "readings" and len(points) > 10
+    assert set(points.quantity) <= {"pressure", "flow", "demand"}
+    assert (points.element_index >= 0).all()
