@@ -13,8 +13,9 @@ by default, so that it spans the daily cycle of demand and noise): a constant
 offset per sensor and one demand-scale error theta (the twin's demand model is right in shape but
 a district's consumers can run a few per cent above or below it all day; that error scales with
 the demand, a leak does not). Their noise is learnt there too; the balance's variance as a part
-that does not scale with the demand (meters) plus one that grows with it (consumers), so the quiet
-night hours weigh most where the consumers dominate, as a night-minimum analysis does.
+that does not scale with the demand (meters) plus the consumers' own randomness, which grows as
+the sum of their squared demands, so the quiet night hours weigh most, as a night-minimum
+analysis does.
 Each estimate, standardised, feeds a one-sided CUSUM whose threshold gives the stated
 ``false_alarms_per_year`` over the two (Siegmund's approximation, Bonferroni over the pair).
 
@@ -34,17 +35,18 @@ from scipy.stats import chi2
 from pipetwin.flows.contracts import Candidate, TwinState
 from pipetwin.flows.detectors.base import Finding, TickDetector
 from pipetwin.twin.leaks.cusum import cusum_step, cusum_threshold
-from pipetwin.twin.leaks.localize import rank_candidates, search_area
+from pipetwin.twin.leaks.localize import most_central, rank_candidates, search_area, shrunk_correlation
 from pipetwin.twin.leaks.signature import FLOW, PRESSURE, signatures
 from pipetwin.twin.model import NetworkModel, NodeKind
 
 HOURS_PER_YEAR = 8766.0
 
 
-def _variance_model(e2: np.ndarray, demand: np.ndarray) -> tuple[float, float]:
-    """var = a0 + a1 demand^2 (a0, a1 >= 0) fitted to squared errors: meter noise and model error
-    that do not scale with demand, plus consumers' randomness that does."""
-    x = np.column_stack([np.ones(len(e2)), demand ** 2])
+def _variance_model(e2: np.ndarray, demand_sq: np.ndarray) -> tuple[float, float]:
+    """var = a0 + a1 sum_i d_i^2 (a0, a1 >= 0) fitted to squared errors: meter noise and model
+    error that do not scale with demand, plus each consumer's own randomness (independent
+    consumers with a relative spread add up as the sum of their squared demands)."""
+    x = np.column_stack([np.ones(len(e2)), demand_sq])
     best = None
     for cols in ([0, 1], [0], [1]):
         coef = np.zeros(2)
@@ -61,12 +63,13 @@ class LeakDetector(TickDetector):
     node index or FLOW in a link index (``TwinUpdater.kind`` / ``.element``).
 
     ``pressure_sigma_pa`` and ``flow_sigma_rel``: each sensor's own noise (one sample), the floor
-    under the learnt noise; ``false_alarms_per_year``: the stated rate on a leak-free network."""
+    under the learnt noise; ``false_alarms_per_year``: the stated rate on a leak-free network, held
+    with ``noise_confidence`` against the chance that the baseline underestimated the noise."""
 
     def __init__(self, model: NetworkModel, kind: np.ndarray, element: np.ndarray, *, window_s: float = 3600.0,
                  warmup_s: float = 24 * 3600.0, false_alarms_per_year: float = 1.0, k: float = 0.5,
-                 pressure_sigma_pa: float = 50.0, flow_sigma_rel: float = 0.005, n_candidates: int = 10,
-                 max_windows: int = 96):
+                 pressure_sigma_pa: float = 50.0, flow_sigma_rel: float = 0.005, noise_confidence: float = 0.99,
+                 n_candidates: int = 10, max_windows: int = 96):
         self.model = model
         self.kind = np.asarray(kind, np.int8)
         self.element = np.asarray(element, np.int64)
@@ -74,6 +77,9 @@ class LeakDetector(TickDetector):
         self.false_alarms_per_year, self.k = false_alarms_per_year, k
         self.pressure_sigma_pa, self.flow_sigma_rel = pressure_sigma_pa, flow_sigma_rel
         self.n_candidates, self.max_windows = n_candidates, max_windows
+        self.noise_confidence = noise_confidence
+        self.use_corr = True
+        self.central = True
         # two CUSUMs, each with half the stated false-alarm rate; ARL0 in windows
         arl0 = 2.0 * HOURS_PER_YEAR * 3600.0 / window_s / max(false_alarms_per_year, 1e-9)
         self.h = cusum_threshold(k, arl0)
@@ -112,13 +118,13 @@ class LeakDetector(TickDetector):
         ok = np.isfinite(r)
         if self.acc is None:
             self.acc = {"index": int(index), "sum": np.zeros(len(r)), "n": np.zeros(len(r)), "ticks": 0,
-                        "inflow": 0.0, "demand_sum": 0.0, "mid": None, "end_ns": int(self.t0_ns + (index + 1) * w_ns)}
+                        "inflow": 0.0, "demand": np.zeros(len(state.node_demand)), "mid": None, "end_ns": int(self.t0_ns + (index + 1) * w_ns)}
         a = self.acc
         a["sum"][ok] += r[ok]
         a["n"][ok] += 1
         a["ticks"] += 1
         a["inflow"] += float(np.nansum(self.inlet_sign * state.sensor_measured))
-        a["demand_sum"] += float(np.maximum(state.node_demand, 0).sum())
+        a["demand"] += np.maximum(state.node_demand, 0)
         if a["mid"] is None and state.ts_ns >= a["end_ns"] - w_ns // 2:
             a["mid"] = (state.node_pressure_pa.copy(), state.link_flow.copy(), state.node_demand.copy())
 
@@ -128,9 +134,10 @@ class LeakDetector(TickDetector):
         p, q, d = a["mid"]
         sig = signatures(self.model, p, q, self.kind, self.element, cache=self._cache)
         mean = np.where(a["n"] > 0, a["sum"] / np.maximum(a["n"], 1), np.nan)
-        demand = a["demand_sum"] / a["ticks"]
+        demand = a["demand"] / a["ticks"]
         win = {"index": a["index"], "end_ns": a["end_ns"], "r": mean, "sig": sig, "j": sig @ np.maximum(d, 0),
-               "demand": demand, "inflow": a["inflow"] / a["ticks"], "ticks": a["ticks"]}
+               "demand": float(demand.sum()), "demand_sq": float((demand ** 2).sum()),
+               "inflow": a["inflow"] / a["ticks"], "ticks": a["ticks"]}
         self.windows.append(win)
         if self.base is None:
             if (a["end_ns"] - self.t0_ns) >= self.warmup_s * 1e9 and len(self.windows) >= 4:
@@ -171,19 +178,19 @@ class LeakDetector(TickDetector):
         resid = r - offset - theta * j
         sigma = np.maximum(np.sqrt(np.nanmean(resid ** 2, 0)), floor)
         sigma = np.where(np.isfinite(sigma), sigma, floor)
-        base = {"theta": theta, "offset": offset, "sigma": sigma}
+        base = {"theta": theta, "offset": offset, "sigma": sigma, "corr": shrunk_correlation(resid / sigma)}
         # the two leak-flow estimates over the baseline: their noise
         bal = np.array([float(np.nansum(self.inlet_sign * z)) for z in resid])
-        dem = np.array([w["demand"] for w in wins])
+        dem = np.array([w["demand_sq"] for w in wins])
         prs = np.array([self._pressure_estimate(z, w, sigma) for z, w in zip(resid, wins)])
         flow_floor = np.array([self.flow_sigma_rel * abs(w["inflow"]) / np.sqrt(max(w["ticks"], 1)) for w in wins])
         base["var_bal"] = _variance_model(np.maximum(bal ** 2, flow_floor ** 2), dem)
         base["sigma_prs"] = float(np.sqrt(np.mean(prs ** 2))) if self.is_p.any() else np.inf
         base["windows"] = len(wins)
-        # a noise level learnt from n windows is itself uncertain: take its upper 95 % bound, so the
-        # stated false-alarm rate holds for a baseline that happened to be quiet
+        # a noise level learnt from n windows is itself uncertain: take its upper confidence bound,
+        # so the stated false-alarm rate holds even for a baseline that happened to be quiet
         n = len(wins)
-        base["inflate"] = float(np.sqrt((n - 1) / chi2.ppf(0.05, n - 1))) if n > 1 else 2.0
+        base["inflate"] = float(np.sqrt((n - 1) / chi2.ppf(1.0 - self.noise_confidence, n - 1))) if n > 1 else 3.0
         return base
 
     # -- the test ---------------------------------------------------------------------------------
@@ -193,7 +200,7 @@ class LeakDetector(TickDetector):
         win["z"] = z
         q_bal = float(np.nansum(self.inlet_sign * z)) if (self.inlet_sign != 0).any() else np.nan
         a0, a1 = b["var_bal"]
-        sd_bal = float(np.sqrt(a0 + a1 * win["demand"] ** 2)) * b["inflate"]
+        sd_bal = float(np.sqrt(a0 + a1 * win["demand_sq"])) * b["inflate"]
         q_prs = self._pressure_estimate(z, win, b["sigma"])
         z_bal = q_bal / sd_bal if np.isfinite(q_bal) and sd_bal > 0 else 0.0
         z_prs = q_prs / (b["sigma_prs"] * b["inflate"]) if np.isfinite(b["sigma_prs"]) and b["sigma_prs"] > 0 else 0.0
@@ -243,7 +250,9 @@ class LeakDetector(TickDetector):
         sigma = self.base["sigma"] / np.sqrt(len(since))
         cand = np.flatnonzero(np.abs(sig[self.is_p]).sum(0) > 0) if self.is_p.any() else \
             np.flatnonzero(np.abs(sig).sum(0) > 0)
-        rank = rank_candidates(z, sigma, sig, cand)
+        rank = rank_candidates(z, sigma, sig, cand, corr=self.base["corr"] if self.use_corr else None)
+        if self.central:
+            rank = most_central(self.model, rank)
         al["ranking"] = rank
         al["area"] = search_area(self.model, rank)
         al["flow"] = float(np.mean([w["q_bal"] for w in since])) if np.isfinite(since[0]["q_bal"]) else \
