@@ -75,8 +75,9 @@ class Change:
         return self.at_s <= t_s < self.until_s
 
     def describe(self) -> str:
+        who = self.label or (f"{len(self.nodes)} nodes" if self.nodes else "all customers")
         what = {"close": f"close {self.link}", "open": f"open {self.link}", "cut_pipe": f"cut pipe {self.link}",
-                "scale_demand": f"demand x{self.factor:g} ({self.label or (f'{len(self.nodes)} nodes' if self.nodes else 'all customers')})",
+                "scale_demand": f"demand x{self.factor:g} ({who})",
                 "leak": f"leak {self.flow_kg_s:g} kg/s at {self.node}",
                 "setpoint": f"setpoint of {self.link} to {self.pressure_pa:.0f} Pa",
                 "source_pressure": f"source {self.node} at {self.pressure_pa:.0f} Pa",

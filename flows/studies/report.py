@@ -11,6 +11,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import pyarrow as pa
+import pyarrow.compute as pc
 
 ATMOSPHERE_PA = 101325.0
 
@@ -22,7 +23,7 @@ def _mbar_gauge(values) -> list:
 def _by_variant(ticks: pa.Table):
     variants = list(dict.fromkeys(ticks["variant"].to_pylist()))
     for name in variants:
-        rows = ticks.filter(pa.compute.equal(ticks["variant"], name))
+        rows = ticks.filter(pc.equal(ticks["variant"], name))
         yield name, rows
 
 

@@ -119,7 +119,8 @@ def parse_time(value, start: datetime, where: str) -> float:
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise StudyError(f"{where}: time {value!r} is neither seconds, a duration (2h, 90min) nor an ISO time") from None
+        raise StudyError(f"{where}: time {value!r} is neither seconds, a duration (2h, 90min) "
+                         "nor an ISO time") from None
     t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
     return (t - start).total_seconds()
 
@@ -158,7 +159,8 @@ def _load_history(doc, base: Path, where: str) -> HistorySpec:
         unknown = set(sim) - {"seconds", "step_s", "seed", "start"}
         if unknown:
             raise StudyError(f"{where}: history.simulate: unknown key(s) {sorted(unknown)}")
-        start = parse_time(sim["start"], SIMULATION_START, f"{where}: history.simulate.start") if "start" in sim else 0.0
+        start = (parse_time(sim["start"], SIMULATION_START, f"{where}: history.simulate.start")
+                 if "start" in sim else 0.0)
         seed = sim.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise StudyError(f"{where}: history.simulate.seed {seed!r} must be an integer")
