@@ -11,10 +11,10 @@ gas or water stream swings every day and every week. So the model
 3. passes the z averaged over the last few points through Numenta's "anomaly likelihood" (how unusual
    the recent surprise is against the long-run distribution of surprises), on its log scale, so that
    the score means the same on a noisy stream and a quiet one and one threshold serves every sensor;
-   a value beyond the range seen so far (by 5 % of it) scores 1 at once, as Numenta's detector does;
-4. reports a cluster of surprises once: an alarm (score >= ``alarm``) holds later scores below
-   ``alarm`` for ``refractory`` points, because an operator (and NAB) wants the first alarm, not
-   repeats of it.
+   a value beyond the range seen so far (by 2 % of it) scores 1 at once, as Numenta's detector does;
+4. reports a cluster of surprises once: an alarm (score >= ``alarm``) holds later likelihood scores
+   below ``alarm`` for ``refractory`` points, because an operator (and NAB) wants the first alarm, not
+   repeats of it. A new extreme still gets through once (it is news), then has its own refractory period.
 
 river's running statistics are not used per point: the model does its own float arithmetic (a dict of
 floats and lists), so one point costs microseconds and the state pickles as it is.
@@ -49,8 +49,8 @@ class SeasonalAnomaly:
     def __init__(self, level_alpha: float = 0.02, err_alpha: float = 0.003, slot_s: float = 1800.0,
                  slot_alpha: float = 0.15, slot_min_visits: int = 2, periods: tuple[float, ...] = (DAY_S, WEEK_S),
                  window: int = 20, hist_alpha: float = 0.002, warmup: int = 150, refractory: int = 100,
-                 spatial: float = 0.05, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
-                 spatial_z: float = 0.0):
+                 spatial: float = 0.02, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
+                 spatial_z: float = 1.5):
         self.level_alpha, self.err_alpha = level_alpha, err_alpha
         self.slot_s, self.slot_alpha, self.slot_min_visits = slot_s, slot_alpha, slot_min_visits
         self.periods = tuple(float(p) for p in periods)
@@ -65,7 +65,7 @@ class SeasonalAnomaly:
                 "knots": [[0.0] * k for k in self._n_knots], "visits": [[0] * k for k in self._n_knots],
                 "last_knot": [-1] * len(self.periods), "err_profile": [0.0] * len(self.periods),
                 "recent": [0.0] * self.window, "recent_sum": 0.0, "hist_mean": 0.0, "hist_var": 0.0,
-                "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30}
+                "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30, "since_extreme": 1 << 30}
 
     def snapshot(self) -> dict:
         return copy.deepcopy(self._s)
@@ -132,23 +132,24 @@ class SeasonalAnomaly:
         tail = 0.5 * math.erfc((avg - s["hist_mean"]) / sd / _SQRT2)
         return min(1.0, math.log(1.0000000001 - (1.0 - tail)) / _LOG_EPS)
 
-    def _score(self, x: float, ts: float | None, z: float) -> float:
+    def _score(self, x: float, ts: float | None, z: float) -> tuple[float, bool]:
+        """(score, whether it is a new-extreme alarm)."""
         s = self._s
         if s["n"] < self.warmup:
-            return 0.0
+            return 0.0, False
         score = self._likelihood(z)
-        span = s["hi"] - s["lo"]
-        if (self.spatial and span > 0 and z >= self.spatial_z
-                and (x > s["hi"] + self.spatial * span or x < s["lo"] - self.spatial * span)):
-            score = 1.0
         if s["since_alarm"] < self.refractory:
             score *= s["since_alarm"] / self.refractory * self.alarm
-        return score
+        span = s["hi"] - s["lo"]
+        if (self.spatial and span > 0 and z >= self.spatial_z and s["since_extreme"] >= self.refractory
+                and (x > s["hi"] + self.spatial * span or x < s["lo"] - self.spatial * span)):
+            return 1.0, True           # a new extreme is news even after a likelihood alarm, but only once
+        return score, False
 
     def score_one(self, x: float, t=None) -> float:
         ts = seconds(t)
         x = float(x)
-        return self._score(x, ts, self._surprise(x, ts))
+        return self._score(x, ts, self._surprise(x, ts))[0]
 
     # -- learning ----------------------------------------------------------------------------------------
     def learn_one(self, x: float, t=None) -> None:
@@ -156,8 +157,9 @@ class SeasonalAnomaly:
         ts = seconds(t)
         x = float(x)
         z = self._surprise(x, ts)
-        score = self._score(x, ts, z)
+        score, extreme = self._score(x, ts, z)
         s["since_alarm"] = 0 if (score >= self.alarm and s["since_alarm"] >= self.refractory) else s["since_alarm"] + 1
+        s["since_extreme"] = 0 if extreme else s["since_extreme"] + 1
         self._learn_surprise(z)
         self._learn_errors(x, ts)
         if ts is not None:
