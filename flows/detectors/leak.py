@@ -35,7 +35,9 @@ from scipy.stats import chi2
 from pipetwin.flows.contracts import Candidate, TwinState
 from pipetwin.flows.detectors.base import Finding, TickDetector
 from pipetwin.twin.leaks.cusum import cusum_step, cusum_threshold
-from pipetwin.twin.leaks.localize import most_central, rank_candidates, search_area, shrunk_correlation
+from pipetwin.twin.leaks.localize import (Ranking, fit_candidates, most_central, rank_candidates, ranking_from_fit,
+                                          search_area, shrunk_correlation)
+from pipetwin.twin.leaks.nonlinear import LeakResponder
 from pipetwin.twin.leaks.signature import FLOW, PRESSURE, signatures
 from pipetwin.twin.model import NetworkModel, NodeKind
 
@@ -69,7 +71,7 @@ class LeakDetector(TickDetector):
     def __init__(self, model: NetworkModel, kind: np.ndarray, element: np.ndarray, *, window_s: float = 3600.0,
                  warmup_s: float = 24 * 3600.0, false_alarms_per_year: float = 1.0, k: float = 0.5,
                  pressure_sigma_pa: float = 50.0, flow_sigma_rel: float = 0.005, noise_confidence: float = 0.99,
-                 n_candidates: int = 10, max_windows: int = 96):
+                 n_candidates: int = 10, max_windows: int = 96, refine_top: int = 15, refine_windows: int = 3):
         self.model = model
         self.kind = np.asarray(kind, np.int8)
         self.element = np.asarray(element, np.int64)
@@ -78,8 +80,10 @@ class LeakDetector(TickDetector):
         self.pressure_sigma_pa, self.flow_sigma_rel = pressure_sigma_pa, flow_sigma_rel
         self.n_candidates, self.max_windows = n_candidates, max_windows
         self.noise_confidence = noise_confidence
+        self.refine_top, self.refine_windows = refine_top, refine_windows
         self.use_corr = True
         self.central = True
+        self._responder = None
         # two CUSUMs, each with half the stated false-alarm rate; ARL0 in windows
         arl0 = 2.0 * HOURS_PER_YEAR * 3600.0 / window_s / max(false_alarms_per_year, 1e-9)
         self.h = cusum_threshold(k, arl0)
@@ -137,7 +141,7 @@ class LeakDetector(TickDetector):
         demand = a["demand"] / a["ticks"]
         win = {"index": a["index"], "end_ns": a["end_ns"], "r": mean, "sig": sig, "j": sig @ np.maximum(d, 0),
                "demand": float(demand.sum()), "demand_sq": float((demand ** 2).sum()),
-               "inflow": a["inflow"] / a["ticks"], "ticks": a["ticks"]}
+               "inflow": a["inflow"] / a["ticks"], "ticks": a["ticks"], "mid": a["mid"]}
         self.windows.append(win)
         if self.base is None:
             if (a["end_ns"] - self.t0_ns) >= self.warmup_s * 1e9 and len(self.windows) >= 4:
@@ -250,7 +254,13 @@ class LeakDetector(TickDetector):
         sigma = self.base["sigma"] / np.sqrt(len(since))
         cand = np.flatnonzero(np.abs(sig[self.is_p]).sum(0) > 0) if self.is_p.any() else \
             np.flatnonzero(np.abs(sig).sum(0) > 0)
-        rank = rank_candidates(z, sigma, sig, cand, corr=self.base["corr"] if self.use_corr else None)
+        corr = self.base["corr"] if self.use_corr else None
+        rank = rank_candidates(z, sigma, sig, cand, corr=corr)
+        # the tangent is trusted while its best fit is consistent with the noise (chi2 within
+        # 3 sigma of its degrees of freedom); beyond, the best few are re-solved with their leak
+        dof = max(int((np.isfinite(z) & (sigma > 0)).sum()) - 1, 1)
+        if self.refine_top > 0 and rank.chi2[0] > dof + 3.0 * np.sqrt(2.0 * dof):
+            rank = self._refine(rank, z, sigma, corr, since)
         if self.central:
             rank = most_central(self.model, rank)
         al["ranking"] = rank
@@ -259,6 +269,24 @@ class LeakDetector(TickDetector):
             float(rank.flow[0])
         al["flow_fit"] = float(rank.flow[0])
         al["windows"] = len(since)
+
+    def _refine(self, rank: Ranking, z: np.ndarray, sigma: np.ndarray, corr, since: list[dict]) -> Ranking:
+        """Re-score the best ``refine_top`` candidates on the exact (re-solved) shifts of their
+        fitted leak, at ``refine_windows`` states spread over the leak's windows."""
+        m = min(self.refine_top, len(rank.nodes))
+        top, q = rank.nodes[:m], np.maximum(rank.flow[:m], 1e-9)
+        pick = np.unique(np.linspace(0, len(since) - 1, self.refine_windows).round().astype(int))
+        if self._responder is None:
+            self._responder = LeakResponder(self.model)
+        shift = np.mean([self._responder.shifts(*since[i]["mid"], self.kind, self.element, top, q) for i in pick], 0)
+        q_new, chi2_new = fit_candidates(z, sigma, shift / q, corr)
+        chi2_all = rank.chi2.copy()
+        flow_all = rank.flow.copy()
+        chi2_all[:m], flow_all[:m] = chi2_new, q_new
+        # a candidate outside the re-solved few keeps its linear misfit, but never ranks above them
+        chi2_all[m:] = np.maximum(chi2_all[m:], chi2_new.max())
+        dof = max(int((np.isfinite(z) & (sigma > 0)).sum()) - 1, 1)
+        return ranking_from_fit(rank.nodes, flow_all, chi2_all, dof)
 
     def score_one(self, state: TwinState) -> list[Finding]:
         al = self.alarm

@@ -72,14 +72,19 @@ def rank_candidates(shift: np.ndarray, sigma: np.ndarray, sig: np.ndarray, candi
     when that is above 1 (the noise model was too optimistic by that much: Birge's ratio)."""
     candidates = np.asarray(candidates, np.int64)
     q, chi2 = fit_candidates(shift, sigma, sig[:, candidates], corr)
+    dof = max(int((np.isfinite(shift) & np.isfinite(sigma) & (sigma > 0)).sum()) - 1, 1)
+    return ranking_from_fit(candidates, q, chi2, dof, temperature)
+
+
+def ranking_from_fit(nodes: np.ndarray, flow: np.ndarray, chi2: np.ndarray, dof: int,
+                     temperature: float | None = None) -> Ranking:
+    """Order candidates by misfit and turn misfits into posterior scores (see ``rank_candidates``)."""
     order = np.argsort(chi2, kind="stable")
     if temperature is None:
-        dof = max(int((np.isfinite(shift) & np.isfinite(sigma) & (sigma > 0)).sum()) - 1, 1)
-        temperature = max(1.0, float(chi2[order[0]]) / dof)
-    logp = -0.5 * (chi2 - chi2[order[0]]) / temperature
-    p = np.exp(logp)
+        temperature = max(1.0, float(chi2[order[0]]) / max(dof, 1))
+    p = np.exp(-0.5 * (chi2 - chi2[order[0]]) / temperature)
     p /= p.sum()
-    return Ranking(candidates[order], p[order], q[order], chi2[order])
+    return Ranking(np.asarray(nodes)[order], p[order], np.asarray(flow)[order], np.asarray(chi2)[order])
 
 
 def search_area(model: NetworkModel, ranking: Ranking, mass: float = 0.9, max_nodes: int = 50) -> dict:
