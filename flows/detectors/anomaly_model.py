@@ -48,7 +48,7 @@ class SeasonalAnomaly:
 
     def __init__(self, level_alpha: float = 0.02, err_alpha: float = 0.003, slot_s: float = 1800.0,
                  slot_alpha: float = 0.15, slot_min_visits: int = 2, periods: tuple[float, ...] = (DAY_S, WEEK_S),
-                 window: int = 20, hist_alpha: float = 0.002, warmup: int = 150, refractory: int = 100,
+                 window: int = 20, hist_alpha: float = 0.0001, warmup: int = 150, refractory: int = 100,
                  spatial: float = 0.02, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
                  spatial_z: float = 1.5):
         self.level_alpha, self.err_alpha = level_alpha, err_alpha
