@@ -211,7 +211,6 @@ def test_example_cold_day_runs(tmp_path, capsys):
     assert (tmp_path / "report.html").stat().st_size > 1_000_000     # plotly.js inlined
 
 
-@pytest.mark.slow
 def test_example_valve_closure_runs(tmp_path, capsys):
     assert main(["whatif", str(EXAMPLES / "whatif-valve-closure.yaml"), "--out", str(tmp_path), "--quiet",
                  "--processes", "1"]) == 0

@@ -17,6 +17,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -54,10 +55,11 @@ def run_variants(inputs: list[VariantInput], processes: int,
     """Every variant, in ``processes`` worker processes (1: in this process), results in input order."""
     results: dict[str, VariantResult] = {}
     if processes <= 1 or len(inputs) <= 1:
-        for v in inputs:
-            results[v.name] = run_variant(v)
-            if done:
-                done(results[v.name])
+        with kernel_threads(1):
+            for v in inputs:
+                results[v.name] = run_variant(v)
+                if done:
+                    done(results[v.name])
     else:
         # spawn, not fork: the baseline replay leaves bytewax's runtime threads in this process.
         # The solver's kernels are threaded (numba prange); with one process per core, more threads
@@ -81,6 +83,22 @@ def _limit_threads(threads: int) -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
+@contextmanager
+def kernel_threads(threads: int):
+    """Run the solver's threaded kernels (numba prange) on ``threads`` threads, then restore.
+    A study's solves are many small ones (a few thousand pipes each): measured on the shared
+    2-core machine under load, the baseline replay of the valve-closure example took 52-68 s
+    with 2 threads and 4.6-5.1 s with 1, so the study runs its in-process work on one."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def default_processes() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -100,7 +118,8 @@ def run_study(study: Study, out: str | Path, *, processes: int | None = None,
     t0 = time.perf_counter()
     say("history")
     points = load_points_for(study)
-    readings = prepare_history(study.history, study.model, points, out)
+    with kernel_threads(1):
+        readings = prepare_history(study.history, study.model, points, out)
     t_history = time.perf_counter() - t0
     say("baseline replay through the flow")
     historian = out / "historian"
@@ -108,8 +127,9 @@ def run_study(study: Study, out: str | Path, *, processes: int | None = None,
         import shutil
 
         shutil.rmtree(historian)
-    base = replay_baseline(readings, study.model, points, historian, tick_s=study.tick_s, n_zones=study.n_zones,
-                           max_age_s=study.max_age_s)
+    with kernel_threads(1):
+        base = replay_baseline(readings, study.model, points, historian, tick_s=study.tick_s,
+                               n_zones=study.n_zones, max_age_s=study.max_age_s)
     start = history_start(study.history)
     start_ns = int(start.timestamp() * 1e9)
     t_s = (base.ts_ns - start_ns) / 1e9
