@@ -122,7 +122,8 @@ class LeakDetector(TickDetector):
         ok = np.isfinite(r)
         if self.acc is None:
             self.acc = {"index": int(index), "sum": np.zeros(len(r)), "n": np.zeros(len(r)), "ticks": 0,
-                        "inflow": 0.0, "demand": np.zeros(len(state.node_demand)), "mid": None, "end_ns": int(self.t0_ns + (index + 1) * w_ns)}
+                        "inflow": 0.0, "demand": np.zeros(len(state.node_demand)), "mid": None,
+                        "end_ns": int(self.t0_ns + (index + 1) * w_ns)}
         a = self.acc
         a["sum"][ok] += r[ok]
         a["n"][ok] += 1

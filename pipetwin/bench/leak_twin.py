@@ -166,7 +166,8 @@ def twin_states(sc: Scenario) -> Iterator[tuple[TwinState, object]]:
                     net_in[tix] += sign * y[c]
             level = np.clip(level + net_in * sc.step_s / area, tanks.min_level_m, tanks.max_level_m)
         last = result
-        est = np.where(sensor_kind == PRESSURE, result.node_pressure_pa[np.where(sensor_kind == PRESSURE, sensor_el, 0)],
+        est = np.where(sensor_kind == PRESSURE,
+                       result.node_pressure_pa[np.where(sensor_kind == PRESSURE, sensor_el, 0)],
                        result.link_flow[np.where(sensor_kind == FLOW, sensor_el, 0)])
         source = model.nodes.kind == NodeKind.SOURCE
         state = TwinState(

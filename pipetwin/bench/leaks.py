@@ -23,6 +23,10 @@ from pipetwin.bench.leak_twin import find_benchmarks_root, read_scenario, twin_s
 from pipetwin.flows.detectors.leak import LeakDetector
 
 
+def _iso(ns: int) -> str:
+    return pd.Timestamp(int(ns), tz="UTC").isoformat().replace("+00:00", "Z")
+
+
 def detect(folder: Path, root: Path, models: dict, false_alarms_per_year: float) -> dict:
     """Prediction for one scenario: {"detected", "detected_at", "candidates", ...extras}."""
     sc = read_scenario(folder, root, models)
@@ -37,19 +41,19 @@ def detect(folder: Path, root: Path, models: dict, false_alarms_per_year: float)
                 first = (state.ts_ns, findings[0])
     if first is None:
         return {"detected": False, "detected_at": None, "candidates": []}
-    detected_ns = int(first[1].evidence["detected_ns"])
     return {"detected": True,
-            "detected_at": pd.Timestamp(detected_ns, tz="UTC").isoformat().replace("+00:00", "Z"),
+            "detected_at": _iso(first[1].evidence["detected_ns"]),
             "candidates": [c.element for c in last.candidates],
             "scores": [round(c.score, 4) for c in last.candidates],
             "estimated_flow": last.evidence["estimated_flow"],
-            "estimated_start": pd.Timestamp(int(last.evidence["start_ns"]), tz="UTC").isoformat().replace("+00:00", "Z"),
+            "estimated_start": _iso(last.evidence["start_ns"]),
             "search_area_length_m": last.evidence["search_area_length_m"]}
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="pipetwin bench leaks", description=__doc__.split("\n")[0])
-    ap.add_argument("set_dir", help="folder with one sub-folder per scenario (meta.json, sensors.csv, readings.parquet)")
+    ap.add_argument("set_dir",
+                    help="folder with one sub-folder per scenario (meta.json, sensors.csv, readings.parquet)")
     ap.add_argument("--out", required=True, help="predictions JSON to write")
     ap.add_argument("--benchmarks-root", default=None, help="folder holding networks/ (default: found from SET_DIR)")
     ap.add_argument("--false-alarms-per-year", type=float, default=1.0,

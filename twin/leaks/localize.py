@@ -2,11 +2,13 @@
 leak would leave at each candidate node.
 
 For a candidate k with signature s_k (sensor answer per unit leak flow) and a shift z measured
-with independent noise sigma, the best leak size is the weighted least-squares fit
+with noise of covariance W^-1, the best leak size is the weighted least-squares fit
 q_k = max(0, s_k' W z / s_k' W s_k) (a leak only withdraws), and its misfit chi2_k =
-|W^1/2 (z - q_k s_k)|^2 (W: the inverse noise covariance). Ranking by chi2 is ranking by likelihood; with a uniform prior over the
+|W^1/2 (z - q_k s_k)|^2. Ranking by chi2 is ranking by likelihood; with a uniform prior over the
 candidates, exp(-chi2_k / 2) normalised is each node's posterior probability, which is the score
-a crew can read ("the top five hold 80 %").
+a crew can read ("the top five hold 80 %"). Neighbouring nodes often explain the residuals almost
+equally well; the node to send a crew to first is then the one nearest to all of them along the
+pipes, weighted by their scores (``most_central``).
 """
 
 from __future__ import annotations
