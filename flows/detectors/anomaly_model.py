@@ -72,6 +72,7 @@ class SeasonalAnomaly:
 
     def restore(self, snap: dict) -> None:
         self._s = copy.deepcopy(snap)
+        self._cache = None          # score_one's evaluation of a point, reused by learn_one on the same point
 
     # -- predictions -------------------------------------------------------------------------------------
     def _knots(self, j: int, ts: float) -> tuple[int, int, float, int]:
@@ -95,32 +96,38 @@ class SeasonalAnomaly:
         knots = self._s["knots"][j]
         return (1.0 - w) * knots[k0] + w * knots[k1]
 
-    def _models(self, ts: float | None) -> list[tuple[float, float]]:
-        """(prediction, usual absolute error) of the level and of each profile that can predict."""
-        s = self._s
-        out = [(s["level"], s["err_level"])]
-        for j in range(len(self.periods)):
-            p = self._profile(j, ts)
-            if p is not None:
-                out.append((p, s["err_profile"][j]))
-        return out
+    def _profiles(self, ts: float | None) -> list[float | None]:
+        return [self._profile(j, ts) for j in range(len(self.periods))]
 
     def expected(self, t=None) -> float:
         """What the model expects now: the prediction of whichever model has explained the stream best."""
-        return min(self._models(seconds(t)), key=lambda m: m[1])[0]
+        s = self._s
+        pred, err = s["level"], s["err_level"]
+        for p, e in zip(self._profiles(seconds(t)), s["err_profile"]):
+            if p is not None and e < err:
+                pred, err = p, e
+        return pred
 
     # -- scoring -----------------------------------------------------------------------------------------
-    def _surprise(self, x: float, ts: float | None) -> float:
+    def _surprise(self, x: float, profiles: list[float | None]) -> float:
+        """|error| / usual |error| of the competent model (error within ``competent`` x the best) that expects x
+        most: the daily profile misses the weekend, the weekly one is noisier, together they explain both."""
         s = self._s
         if s["n"] == 0:
             return 0.0
-        models = self._models(ts)
-        best = min(err for _, err in models)
+        best = s["err_level"]
+        for p, e in zip(profiles, s["err_profile"]):
+            if p is not None and e < best:
+                best = e
+        limit = self.competent * best
         floor = 1e-9 * (abs(s["level"]) + 1.0)
-        # a value is surprising only if no competent model (error within `competent` x the best) expects it:
-        # the daily profile misses the weekend, the weekly one is noisier, together they explain both
-        z = min(abs(x - pred) / (err + floor) for pred, err in models if err <= self.competent * best)
-        return min(z, self.z_max)
+        z = self.z_max
+        if s["err_level"] <= limit:
+            z = min(z, abs(x - s["level"]) / (s["err_level"] + floor))
+        for p, e in zip(profiles, s["err_profile"]):
+            if p is not None and e <= limit:
+                z = min(z, abs(x - p) / (e + floor))
+        return z
 
     def _likelihood(self, z: float) -> float:
         """Anomaly likelihood of the averaged surprise (Numenta), on its log scale in [0, 1]."""
@@ -132,36 +139,40 @@ class SeasonalAnomaly:
         tail = 0.5 * math.erfc((avg - s["hist_mean"]) / sd / _SQRT2)
         return min(1.0, math.log(1.0000000001 - (1.0 - tail)) / _LOG_EPS)
 
-    def _score(self, x: float, ts: float | None, z: float) -> tuple[float, bool]:
-        """(score, whether it is a new-extreme alarm)."""
+    def _evaluate(self, x: float, ts: float | None) -> tuple[float, bool, float, list[float | None]]:
+        """(score, whether it is a new-extreme alarm, surprise, profile predictions) for x at ts."""
         s = self._s
+        profiles = self._profiles(ts)
+        z = self._surprise(x, profiles)
         if s["n"] < self.warmup:
-            return 0.0, False
+            return 0.0, False, z, profiles
         score = self._likelihood(z)
         if s["since_alarm"] < self.refractory:
             score *= s["since_alarm"] / self.refractory * self.alarm
         span = s["hi"] - s["lo"]
         if (self.spatial and span > 0 and z >= self.spatial_z and s["since_extreme"] >= self.refractory
                 and (x > s["hi"] + self.spatial * span or x < s["lo"] - self.spatial * span)):
-            return 1.0, True           # a new extreme is news even after a likelihood alarm, but only once
-        return score, False
+            return 1.0, True, z, profiles      # a new extreme is news even after a likelihood alarm, but only once
+        return score, False, z, profiles
 
     def score_one(self, x: float, t=None) -> float:
-        ts = seconds(t)
-        x = float(x)
-        return self._score(x, ts, self._surprise(x, ts))[0]
+        ts, x = seconds(t), float(x)
+        r = self._evaluate(x, ts)
+        self._cache = (x, ts, self._s["n"], r)
+        return r[0]
 
     # -- learning ----------------------------------------------------------------------------------------
     def learn_one(self, x: float, t=None) -> None:
         s = self._s
-        ts = seconds(t)
-        x = float(x)
-        z = self._surprise(x, ts)
-        score, extreme = self._score(x, ts, z)
+        ts, x = seconds(t), float(x)
+        c = self._cache
+        score, extreme, z, profiles = c[3] if (c is not None and c[0] == x and c[1] == ts and c[2] == s["n"]) \
+            else self._evaluate(x, ts)
+        self._cache = None
         s["since_alarm"] = 0 if (score >= self.alarm and s["since_alarm"] >= self.refractory) else s["since_alarm"] + 1
         s["since_extreme"] = 0 if extreme else s["since_extreme"] + 1
         self._learn_surprise(z)
-        self._learn_errors(x, ts)
+        self._learn_errors(x, profiles)
         if ts is not None:
             self._learn_profile(x, ts)
         s["level"] = x if s["n"] == 0 else s["level"] + max(self.level_alpha, 1.0 / (s["n"] + 1)) * (x - s["level"])
@@ -181,16 +192,16 @@ class SeasonalAnomaly:
             s["hist_mean"] += a * d
             s["hist_var"] = (1.0 - a) * (s["hist_var"] + a * d * d)
 
-    def _learn_errors(self, x: float, ts: float | None) -> None:
+    def _learn_errors(self, x: float, profiles: list[float | None]) -> None:
         s = self._s
         if s["n"] == 0:
             return
         a = max(self.err_alpha, 1.0 / (s["n"] + 1))
         s["err_level"] += a * (abs(x - s["level"]) - s["err_level"])
-        for j in range(len(self.periods)):
+        err = s["err_profile"]
+        for j, p in enumerate(profiles):
             # until a profile can predict, it is charged the level's error (so it must earn its place)
-            p = self._profile(j, ts)
-            s["err_profile"][j] += a * (abs(x - (s["level"] if p is None else p)) - s["err_profile"][j])
+            err[j] += a * (abs(x - (s["level"] if p is None else p)) - err[j])
 
     def _learn_profile(self, x: float, ts: float) -> None:
         s = self._s
