@@ -132,6 +132,8 @@ def test_results_are_identical_between_two_runs(tmp_path):
         assert pq.read_table(tmp_path / "one" / f"{name}.parquet").equals(one.tables[name])
     rows = {r["variant"]: r for r in one.tables["variants"].to_pylist()}
     assert rows["shut"]["customers_unsupplied"] == 109
+    # the baseline variant re-solves the flow's estimated demands on the unchanged network: the same state
+    assert one.meta["baseline_replay"]["max_abs_min_pressure_difference_pa"] < 1.0
     assert rows["hot"]["min_pressure_pa"] < rows["baseline"]["min_pressure_pa"]
     html = (tmp_path / "one" / "report.html").read_text()
     assert "plotly" in html and "<script src=\"http" not in html

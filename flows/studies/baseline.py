@@ -18,6 +18,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from pipetwin.connectors.points import PointTable
 from pipetwin.flows.contracts import TwinState
+from pipetwin.flows.studies.study import customers_of
 from pipetwin.twin.model import NetworkModel
 
 
@@ -27,6 +28,7 @@ class BaselineReplay:
     demand: np.ndarray         # (ticks, nodes) estimated demand, kg/s
     converged: np.ndarray      # bool per tick: the state estimation's solve converged
     chi2: np.ndarray           # per tick, the fit to the sensors
+    min_customer_pa: np.ndarray  # per tick, the twin's lowest supplied customer pressure (NaN: none)
     seconds: float             # wall time of the replay
 
 
@@ -73,7 +75,10 @@ def replay_baseline(readings: Path, model: NetworkModel, points: PointTable, his
     states = sorted(collector.states, key=lambda s: s.ts_ns)
     if not states:
         raise ValueError(f"{readings}: the replay produced no ticks (no usable readings for this network)")
+    customers = customers_of(model)
+    lowest = [np.min(s.node_pressure_pa[customers & ~s.unsupplied], initial=np.inf) for s in states]
     return BaselineReplay(ts_ns=np.array([s.ts_ns for s in states], np.int64),
                           demand=np.vstack([np.asarray(s.node_demand, float) for s in states]),
                           converged=np.array([s.converged for s in states]),
-                          chi2=np.array([s.chi2 for s in states]), seconds=time.perf_counter() - t0)
+                          chi2=np.array([s.chi2 for s in states]),
+                          min_customer_pa=np.where(np.isinf(lowest), np.nan, lowest), seconds=time.perf_counter() - t0)

@@ -99,6 +99,11 @@ def kernel_threads(threads: int):
         numba.set_num_threads(before)
 
 
+def _largest_difference(a: np.ndarray, b: np.ndarray) -> float | None:
+    both = np.isfinite(a) & np.isfinite(b)
+    return float(np.max(np.abs(a[both] - b[both]))) if both.any() else None
+
+
 def default_processes() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -166,7 +171,11 @@ def run_study(study: Study, out: str | Path, *, processes: int | None = None,
         "variants": [{"name": v.name, "description": v.description, "changes": ctx.changes[v.name]}
                      for v in study.variants],
         "baseline_replay": {"ticks_not_converged": int((~base.converged).sum()),
-                            "mean_chi2": float(np.mean(base.chi2))},
+                            "mean_chi2": float(np.mean(base.chi2)),
+                            # the baseline variant re-solves the replay's own demands on the same network,
+                            # so its lowest pressures must be the twin's: a check on the whole chain
+                            "max_abs_min_pressure_difference_pa": _largest_difference(
+                                base.min_customer_pa, results[0].min_pressure_pa[:, -1])},
         "tables": {name: f"{name}.parquet" for name in TABLES},
         "timing_s": {"history": t_history, "baseline_replay": base.seconds, "variants_wall": t_variants,
                      "per_variant": {r.name: r.seconds for r in results}},
