@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"max_seconds_per_variant={worst:.2f}")
     print(f"replay_plus_worst_variant_s={timing['baseline_replay'] + worst:.2f}")
     print(f"study_total_s={total:.2f}")
+    print(f"baseline_vs_flow_max_pa={meta['baseline_replay']['max_abs_min_pressure_difference_pa']}")
     print("target_seconds_per_variant=60")
     return 0
 
