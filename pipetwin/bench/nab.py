@@ -158,7 +158,7 @@ def evaluate(nab_dir: Path, names: list[str], detector: str, processes: int, qui
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="pipetwin bench nab", description=__doc__.splitlines()[0])
     p.add_argument("nab_dir", metavar="NAB_DIR", type=Path, help="NAB folder with data/, labels/, config/")
-    p.add_argument("--files", type=int, default=None, help="only the first N files (sorted by path)")
+    p.add_argument("--files", type=int, default=None, help="only the first N files, sorted by path (the first five hold no anomaly)")
     p.add_argument("--only", default=None, help="only files whose path matches this glob or contains it")
     p.add_argument("--processes", type=int, default=1, help="worker processes for detection (default 1)")
     p.add_argument("--detector", choices=DETECTORS, default="pipetwin")
@@ -170,6 +170,9 @@ def main(argv: list[str]) -> int:
     for name, res in r["results"].items():
         print(f"{name}: threshold={res.threshold:.6g} raw={res.raw:.3f} null={res.null:.3f} "
               f"perfect={res.perfect:.0f} tp={res.counts['tp']} fp={res.counts['fp']}", file=sys.stderr)
+    if r["results"] and any(res.perfect == res.null for res in r["results"].values()):
+        print("note: these files hold no labelled anomaly window, so the normalized score is undefined (nan)",
+              file=sys.stderr)
     for name, res in r["results"].items():
         print(f"{PROFILE_NAMES.get(name, name)}={res.normalized:.1f}")
     print(f"detector={o.detector}")

@@ -203,14 +203,15 @@ class ProfileResult:
 
 def score_corpus(files: list[LabelledFile], scores: list[np.ndarray], profiles: dict[str, dict[str, float]],
                  n_label_windows: int) -> dict[str, ProfileResult]:
-    """Optimise one threshold per profile over the corpus and normalize null = 0, perfect = 100."""
+    """Optimise one threshold per profile over the corpus and normalize null = 0, perfect = 100 (NaN when the
+    files hold no labelled window: null and perfect coincide)."""
     null_scores = [np.full(lf.n, 0.5) for lf in files]
     out = {}
     for name, cost in profiles.items():
         best = best_threshold(files, scores, cost)
         null = best_threshold(files, null_scores, cost).score
         perfect = n_label_windows * cost["tpWeight"]
-        out[name] = ProfileResult(name, best.threshold, best.score, null, perfect,
-                                  100.0 * (best.score - null) / (perfect - null),
+        normalized = 100.0 * (best.score - null) / (perfect - null) if perfect != null else math.nan
+        out[name] = ProfileResult(name, best.threshold, best.score, null, perfect, normalized,
                                   {"tp": best.tp, "fp": best.fp, "fn": best.fn, "tn": best.tn})
     return out
