@@ -37,8 +37,10 @@ class SensorAnomaly(TickDetector):
     def _model(self, key: tuple[str, str]) -> SeasonalAnomaly:
         m = self.models.get(key)
         if m is None:
-            # a residual is noise around zero: "beyond the range seen so far" says nothing there
-            params = {"spatial": 0.0, **self.model_params} if key[1] == "residual" else self.model_params
+            # the model's refractory period follows our findings; a residual is noise around zero, so
+            # "beyond the range seen so far" says nothing there
+            params = {"alarm": self.threshold, **({"spatial": 0.0} if key[1] == "residual" else {}),
+                      **self.model_params}
             m = self.models[key] = SeasonalAnomaly(**params)
         return m
 
