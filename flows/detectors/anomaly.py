@@ -21,10 +21,13 @@ STREAMS = ("measured", "residual")
 class SensorAnomaly(TickDetector):
     """``threshold``: the model score from which a finding is raised. The score is on the anomaly-likelihood
     log scale (0.5: a likelihood of 1 - 1e-5; 0.7: 1 - 1e-7). NAB's best corpus threshold is near 0.5, but
-    NAB charges a false alarm a tenth of a missed anomaly; a control room wants fewer, hence 0.7.
-    ``model_params`` go to every ``SeasonalAnomaly``."""
+    NAB charges a false alarm a tenth of a missed anomaly; a control room wants fewer, hence 0.7. A finding
+    also starts the model's refractory period (one finding per episode). ``model_params`` go to every
+    ``SeasonalAnomaly``."""
 
     def __init__(self, threshold: float = 0.7, streams: tuple[str, ...] = STREAMS, model_params: dict | None = None):
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"SensorAnomaly: threshold must be in (0, 1], got {threshold}")
         unknown = set(streams) - set(STREAMS)
         if unknown:
             raise ValueError(f"SensorAnomaly: unknown stream(s) {sorted(unknown)}; choose from {STREAMS}")
