@@ -4,7 +4,7 @@ side by side in the same process for a ratio.
     python benchmarks/nab.py [NAB_DIR] [--processes 2]
 
 Same scoring as `pipetwin bench nab` (see pipetwin/bench/nab.py and pipetwin/bench/nab_score.py). Prints
-``standard``, ``low_fp``, ``low_fn``, ``seconds`` for ours, the same with a ``river_sad_`` prefix, and
+``standard``, ``low_fp``, ``low_fn``, ``seconds``, ``us_per_point`` for ours, the same with a ``river_sad_`` prefix, and
 ``standard_over_river_sad``.
 """
 
@@ -28,6 +28,7 @@ if __name__ == "__main__":
         for profile, res in r["results"].items():
             figures[prefix + PROFILE_NAMES[profile]] = res.normalized
         figures[prefix + "seconds"] = r["seconds"]
+        figures[prefix + "us_per_point"] = r["us_per_point"]
         figures["files"], figures["points"] = r["files"], r["points"]
     figures["standard_over_river_sad"] = figures["standard"] / figures["river_sad_standard"]
     for key, value in figures.items():

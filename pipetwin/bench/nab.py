@@ -107,22 +107,31 @@ def detect(args: tuple[str, Path, str]) -> tuple[str, np.ndarray, float]:
     return name, out, time.perf_counter() - t0
 
 
-def run(nab_dir: Path, names: list[str], detector: str, processes: int, progress=None) -> dict[str, np.ndarray]:
+def run(nab_dir: Path, names: list[str], detector: str, processes: int, progress=None
+        ) -> tuple[dict[str, np.ndarray], float]:
+    """Scores per file, and the seconds spent in the model's loop summed over files."""
     jobs = [(n, nab_dir / "data" / n, detector) for n in names]
-    scores = {}
-    if processes > 1:
-        with Pool(processes) as pool:
-            for name, s, _ in pool.imap_unordered(detect, jobs):
-                scores[name] = s
-                if progress:
-                    progress(name)
-    else:
-        for job in jobs:
-            name, s, _ = detect(job)
+    scores, loop_s = {}, 0.0
+    with Pool(processes) if processes > 1 else _Serial() as pool:
+        for name, s, seconds in pool.imap_unordered(detect, jobs):
             scores[name] = s
+            loop_s += seconds
             if progress:
                 progress(name)
-    return scores
+    return scores, loop_s
+
+
+class _Serial:
+    """Pool's imap_unordered in this process (no worker start-up for one process)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def imap_unordered(self, fn, jobs):
+        return map(fn, jobs)
 
 
 def labelled(nab_dir: Path, names: list[str]) -> tuple[list[LabelledFile], int]:
@@ -147,12 +156,14 @@ def evaluate(nab_dir: Path, names: list[str], detector: str, processes: int, qui
     t0 = time.perf_counter()
     with Progress(transient=True, disable=quiet, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"{detector} over NAB", total=len(names))
-        scores = run(nab_dir, names, detector, processes, progress=lambda n: bar.advance(task))
+        scores, loop_s = run(nab_dir, names, detector, processes, progress=lambda n: bar.advance(task))
     seconds = time.perf_counter() - t0
     files, n_windows = labelled(nab_dir, names)
     profiles = load_profiles(nab_dir / "config" / "profiles.json")
     results = score_corpus(files, [scores[f.name] for f in files], profiles, n_windows)
-    return {"results": results, "files": len(names), "seconds": seconds, "points": sum(f.n for f in files)}
+    points = sum(f.n for f in files)
+    return {"results": results, "files": len(names), "seconds": seconds, "points": points,
+            "us_per_point": 1e6 * loop_s / max(points, 1)}
 
 
 def main(argv: list[str]) -> int:
@@ -179,9 +190,11 @@ def main(argv: list[str]) -> int:
     print(f"files={r['files']}")
     print(f"points={r['points']}")
     print(f"seconds={r['seconds']:.1f}")
+    print(f"us_per_point={r['us_per_point']:.1f}")
     if o.out:
         o.out.write_text(json.dumps({
             "detector": o.detector, "files": r["files"], "points": r["points"], "seconds": r["seconds"],
+            "us_per_point": r["us_per_point"],
             "profiles": {n: {"normalized": res.normalized, "raw": res.raw, "threshold": res.threshold,
                              "null": res.null, "perfect": res.perfect, "counts": res.counts}
                          for n, res in r["results"].items()}}, indent=2))
