@@ -80,6 +80,17 @@ def test_snapshot_restore_gives_identical_scores():
     assert rest_a.max() >= 0.5
 
 
+def test_missing_values_are_skipped_not_learnt():
+    t, x = daily(4 * DAY, seed=7)
+    a, b = SeasonalAnomaly(), SeasonalAnomaly()
+    stream(a, t, x)
+    x_gaps = x.copy()
+    x_gaps[DAY] = np.nan
+    s = stream(b, t, x_gaps)
+    assert s[DAY] == 0.0 and np.isfinite(s).all()
+    assert b.expected(t[-1]) == pytest.approx(a.expected(t[-1]), rel=1e-3)
+
+
 def _state(k: int, measured: np.ndarray, estimated: np.ndarray) -> TwinState:
     ids = ["P1", "P2", "F1"]
     n = np.zeros(2)

@@ -163,6 +163,8 @@ class SeasonalAnomaly:
 
     def score_one(self, x: float, t=None) -> float:
         ts, x = seconds(t), float(x)
+        if not math.isfinite(x):
+            return 0.0                  # no reading: nothing to judge (and nothing learnt, see learn_one)
         r = self._evaluate(x, ts)
         self._cache = (x, ts, self._s["n"], r)
         return r[0]
@@ -171,6 +173,8 @@ class SeasonalAnomaly:
     def learn_one(self, x: float, t=None) -> None:
         s = self._s
         ts, x = seconds(t), float(x)
+        if not math.isfinite(x):
+            return
         c = self._cache
         score, extreme, z, profiles = c[3] if (c is not None and c[0] == x and c[1] == ts and c[2] == s["n"]) \
             else self._evaluate(x, ts)
