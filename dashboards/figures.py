@@ -368,7 +368,8 @@ def strip_figure(summaries: list[dict], medium: str, height: int = 260) -> go.Fi
 
     rows = [s for s in STRIP if any(x.get(s[0]) is not None for x in summaries)] or [STRIP[0]]
     fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.04)
-    t = np.array([int(s["ts_ns"]) for s in summaries], "datetime64[ns]")
+    # plain lists, not numpy: plotly sends numpy as typed arrays, which a Patch cannot extend
+    t = [np.datetime64(int(s["ts_ns"]), "ns").astype(str) for s in summaries]
     p_all = np.array([s.get("min_pressure_pa") or np.nan for s in summaries], float)
     units = pressure_units(medium, p_all if len(p_all) else np.array([ATMOSPHERE_PA]))
     for i, (key, label, kind) in enumerate(rows, start=1):
@@ -376,7 +377,8 @@ def strip_figure(summaries: list[dict], medium: str, height: int = 260) -> go.Fi
         if kind == "pressure":
             v = units(v)
             label = f"min p {units.label}"
-        fig.add_trace(go.Scattergl(x=t, y=v, mode="lines", line=dict(width=1.5, color="#56B4E9"), name=label,
+        y = [None if not np.isfinite(x) else round(float(x), 6) for x in v]
+        fig.add_trace(go.Scattergl(x=t, y=y, mode="lines", line=dict(width=1.5, color="#56B4E9"), name=label,
                                    showlegend=False), row=i, col=1)
         fig.update_yaxes(title_text=label, title_font=dict(size=11), row=i, col=1)
     fig.update_layout(template="plotly_dark", paper_bgcolor=PANEL, plot_bgcolor=PANEL, height=height,
