@@ -34,6 +34,8 @@ class RunOptions:
     min_service_pressure_pa: float | None = None   # default: 50 mbar gauge below the source
     seed: int = 0
     progress: bool = True
+    dashboard: bool = True
+    dashboard_port: int = 8050                     # taken: a free port instead (the URL is printed)
 
 
 class SimulatorThread:
@@ -99,6 +101,48 @@ class SimulatorThread:
         self._thread.join(timeout=10)
 
 
+class DashboardProcess:
+    """The wall in a process of its own (``pipetwin dashboard``): its callbacks must not take the
+    flow's interpreter lock, and the flow never imports the dashboards (it only starts them)."""
+
+    def __init__(self, redis_url: str, network: str, historian: str, port: int, host: str = "127.0.0.1"):
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                port = 0
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipetwin.cli", "dashboard", "--redis-url", redis_url,
+                                      "--network", network, "--historian", historian, "--host", host,
+                                      "--port", str(port)], stdout=subprocess.PIPE, text=True)
+        self.url = ""
+
+    def start(self, timeout_s: float = 60.0) -> str:
+        """Wait for the wall to say its URL (its first line)."""
+        ready = threading.Event()
+
+        def read() -> None:
+            self.url = (self.proc.stdout.readline() or "").strip()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(timeout_s) or not self.url.startswith("http"):
+            self.stop()
+            raise RuntimeError("the dashboard did not start (run `pipetwin dashboard --redis-url ...` to see why)")
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except Exception:     # it would not stop: make it
+                self.proc.kill()
+
+
 def default_detectors(model: NetworkModel, min_pa: float | None):
     import numpy as np
 
@@ -143,7 +187,12 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
     say(url)
     write_network(connect(url), model, points)
     simulator = None
+    wall = None
     try:
+        if options.dashboard:
+            wall = DashboardProcess(url, model.name, str(Path(options.historian).resolve()), options.dashboard_port,
+                                    options.host)
+            say(wall.start())
         if options.simulator:
             simulator = SimulatorThread(model, points, options)
             for line in simulator.start():
@@ -182,6 +231,8 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
         last = read_state(r, model.name)
         return last["summary"] if last else {}
     finally:
+        if wall is not None:
+            wall.stop()
         if simulator is not None:
             simulator.stop()
         if embedded is not None:

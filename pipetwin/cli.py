@@ -161,7 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     options = RunOptions(duration_s=args.duration, redis_url=args.redis_url, historian=args.historian,
                          opcua_port=args.opcua_port, modbus_port=args.modbus_port, simulator=not args.no_simulator,
-                         scenario=args.scenario, progress=not args.quiet)
+                         scenario=args.scenario, progress=not args.quiet, dashboard=not args.no_dashboard,
+                         dashboard_port=args.dashboard_port)
     summary = run(model, points, options)
     for key in ("ts_ns", "converged", "sensors_reporting", "min_pressure_pa", "inflow_kg_s", "chi2", "solve_ms"):
         if key in summary:
@@ -426,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the twin. With no arguments: the bundled field simulator (real OPC-UA "
                                    "and Modbus servers on loopback), an embedded Redis and the flow (quality gate, "
                                    "ticks, state estimation, detectors, alerts) writing to Redis and a Parquet "
-                                   "historian. Prints the Redis URL and the servers' endpoints on lines of their own.")
+                                   "historian, and the monitoring wall. Prints the Redis URL, the servers' endpoints and the wall's "
+                                   "http://127.0.0.1:PORT on lines of their own.")
     p.add_argument("network", nargs="?", default="schutterwald")
     p.add_argument("--points", help="point table (YAML or CSV); default: the bundled one for schutterwald")
     p.add_argument("--scenario", help="simulator scenario YAML (leaks, valve closures, sensor faults, outages)")
@@ -436,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opcua-port", type=int, default=4840)
     p.add_argument("--modbus-port", type=int, default=5020)
     p.add_argument("--no-simulator", action="store_true", help="read servers that are already running")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the monitoring wall")
+    p.add_argument("--dashboard-port", type=int, default=8050, help="the wall's port (taken: a free one)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.set_defaults(func=cmd_run)
 

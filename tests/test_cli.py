@@ -67,18 +67,20 @@ def test_every_subcommand_has_help():
 
 
 def test_run_main_job_briefly(tmp_path):
-    """The README's main job, shortened: simulator, embedded Redis and the flow, URLs on their own lines."""
+    """The README's main job, shortened: simulator, embedded Redis, the flow and the wall, URLs on
+    their own lines."""
     from pipetwin.connectors.opcua_server import free_port
 
     res = subprocess.run([sys.executable, "-m", "pipetwin.cli", "run", "--duration", "8", "--quiet",
                           "--opcua-port", str(free_port()), "--modbus-port", str(free_port()),
-                          "--historian", str(tmp_path / "historian")],
+                          "--dashboard-port", str(free_port()), "--historian", str(tmp_path / "historian")],
                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()
     assert any(line.startswith("redis://127.0.0.1:") for line in lines)
     assert any(line.startswith("opc.tcp://127.0.0.1:") for line in lines)
     assert any(line.startswith("modbus 127.0.0.1:") for line in lines)
+    assert any(line.startswith("http://127.0.0.1:") for line in lines)
     f = figures(res.stdout)
     assert f["converged"] == "True" and int(f["sensors_reporting"]) >= 40
     assert list((tmp_path / "historian" / "ticks").rglob("*.parquet"))
