@@ -20,12 +20,18 @@ PAGES = [
     ("/alerts", "Alerts", "pipetwin.dashboards.console"),
     ("/quality", "Data quality", "pipetwin.dashboards.quality"),
     ("/asset", "Drill-down", "pipetwin.dashboards.drilldown"),
+    ("/studies", "What-if", "pipetwin.dashboards.studies"),
+    ("/carbon", "Carbon", "pipetwin.dashboards.carbon_page"),
+    ("/isolation", "Isolation", "pipetwin.dashboards.isolation_page"),
 ]
-NAV = ("/", "/alerts", "/quality")     # the drill-down is reached by clicking the map
+NAV = ("/", "/alerts", "/quality", "/studies", "/carbon")     # drill-down and isolation: reached from the map
+WITH_SEARCH = ("/alerts", "/asset", "/studies", "/carbon", "/isolation")   # pages whose layout reads the query
 
 
-def create_app(redis_url: str, network: str, historian: str | None = None, poll_ms: int = 500) -> Dash:
-    ctx = WallContext(WallStore(redis_url, network), historian=historian, poll_ms=poll_ms)
+def create_app(redis_url: str, network: str, historian: str | None = None, poll_ms: int = 500,
+               studies_dir: str | None = None, reports_dir: str | None = None, network_file: str | None = None) -> Dash:
+    ctx = WallContext(WallStore(redis_url, network), historian=historian, poll_ms=poll_ms, studies_dir=studies_dir,
+                      reports_dir=reports_dir, network_file=network_file)
     app = Dash(__name__, title=f"pipetwin · {network}", serve_locally=True, suppress_callback_exceptions=True,
                assets_folder=str(Path(__file__).parent / "assets"), update_title=None)
     modules = {path: importlib.import_module(module) for path, _, module in PAGES}
@@ -47,7 +53,7 @@ def create_app(redis_url: str, network: str, historian: str | None = None, poll_
         nav = [dcc.Link(title, href=p, className="active" if p == path else "") for p, title, _ in PAGES if p in NAV]
         if module is None:
             return html.H2(f"no page at {path}"), nav
-        page = module.layout(ctx, search) if path in ("/alerts", "/asset") else module.layout(ctx)
+        page = module.layout(ctx, search) if path in WITH_SEARCH else module.layout(ctx)
         return page, nav
 
     for module in modules.values():

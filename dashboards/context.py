@@ -19,6 +19,9 @@ class WallContext:
     store: WallStore
     historian: str | None = None
     poll_ms: int = 500
+    studies_dir: str | None = None        # folder of `pipetwin whatif --out` folders (/studies)
+    reports_dir: str | None = None        # folder of `pipetwin carbon --out` folders (/carbon)
+    network_file: str | None = None       # network the isolation page plans on (/isolation)
     _geometry: Geometry | None = None
     _written_ns: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)

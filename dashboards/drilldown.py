@@ -81,6 +81,8 @@ def layout(ctx: WallContext, search: str) -> html.Div:
     return html.Div(className="drill", children=[
         html.H2(" · ".join(facts), id="drill-title"),
         html.Div(" · ".join(live_values(ctx, what)), className="quiet"),
+        html.A("isolation plan", href=f"/isolation?pipe={element}", id="drill-isolation", className="btn")
+        if "length_m" in what else None,
         dcc.RadioItems(id="drill-period", value="day", inline=True,
                        options=[{"label": f" {p}", "value": p} for p in history.PERIODS]),
         dcc.Store(id="drill-sensors", data=what["sensors"]),

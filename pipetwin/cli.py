@@ -366,7 +366,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)   # one line per request is noise on a wall
     server = WallServer(args.redis_url, args.network, args.historian, host=args.host, port=args.port,
-                        poll_ms=args.poll_ms)
+                        poll_ms=args.poll_ms, studies_dir=args.studies, reports_dir=args.reports,
+                        network_file=args.network_file)
     print(server.url, flush=True)
     try:
         server.serve_forever()
@@ -489,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8050, help="0: a free port")
     p.add_argument("--poll-ms", type=int, default=500, help="how often the wall asks Redis for a new tick")
+    p.add_argument("--studies", default=None, help="folder of `pipetwin whatif --out` folders (the what-if page)")
+    p.add_argument("--reports", default=None, help="folder of `pipetwin carbon --out` folders (the carbon page)")
+    p.add_argument("--network-file", default=None,
+                   help="network file, folder or bundled example the isolation page plans on (e.g. schutterwald)")
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("bench", help="run a benchmark and print key=value figures",
