@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.exceptions import ModbusException
 
 from pipetwin.connectors.points import MODBUS_TYPES, ModbusAddress, PointTable
 from pipetwin.connectors.reading import BAD, GOOD, readings_batch
@@ -210,16 +210,26 @@ class ModbusPoller:
     makes its points BAD with value NaN; while the connection is down every point is BAD. So the
     stream has one row per point per poll and gaps are visible downstream, never silent.
 
-    Reconnection is ours, not pymodbus' (its client runs with ``reconnect_delay=0``): after a loss
-    a new connection is tried no sooner than ``backoff_s``, doubling per failure up to
-    ``backoff_max_s``, while polls go on emitting BAD rows. Owning it keeps the counters honest
-    and the poll period independent of connection trouble.
+    The reads of a poll run concurrently over up to ``connections`` TCP connections (requests
+    dealt round-robin, ``asyncio.gather`` over the lanes): a Modbus TCP client may have only one
+    request outstanding per connection (pymodbus' client locks, and many servers, the bundled
+    simulator's included, answer pipelined requests one data arrival at a time), so a poll of R
+    requests costs about R / connections round trips instead of R. Devices limit their TCP
+    connections (often 4 to 16; some PLCs 1 or 2), so keep ``connections`` within that;
+    ``connections=1`` reads serially.
+
+    Reconnection is ours, not pymodbus' (its clients run with ``reconnect_delay=0``): the
+    connections are opened and lost together; after a loss new ones are tried no sooner than
+    ``backoff_s``, doubling per failure up to ``backoff_max_s``, while polls go on emitting BAD
+    rows. Owning it keeps the counters honest and the poll period independent of connection trouble.
     """
 
     def __init__(self, points: PointTable, host: str, port: int = 502, *, period_s: float = 1.0,
                  timeout_s: float = 1.0, source: str | None = None, unit: int | None = None,
                  max_gap: int = 8, max_count: int = MAX_READ_REGISTERS, backoff_s: float = 0.1,
-                 backoff_max_s: float = 10.0, now_ns: Callable[[], int] = time.time_ns):
+                 backoff_max_s: float = 10.0, now_ns: Callable[[], int] = time.time_ns, connections: int = 4):
+        if connections < 1:
+            raise ValueError(f"Modbus connections must be >= 1, got {connections}")
         self.points, self.host, self.port = points, host, port
         self.period_s, self.timeout_s, self.unit = period_s, timeout_s, unit
         self.source = source or f"modbus:{host}:{port}"
@@ -231,28 +241,38 @@ class ModbusPoller:
         self._groups = [_groups(r, addresses) for r in self.requests]
         self._ids = pa.array([points.ids[r] for r in self.rows], pa.string())
         self.stats = PollStats()
-        self._client: AsyncModbusTcpClient | None = None
+        # lane k reads requests k, k + n, k + 2n, ... on connection k
+        n_lanes = max(1, min(connections, len(self.requests)))
+        self._lanes = [list(range(k, len(self.requests), n_lanes)) for k in range(n_lanes)]
+        self._clients: list[AsyncModbusTcpClient] = []
         self._ever_connected = False
         self._retry_at = 0.0
         self._delay = backoff_s
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.connected
+        return bool(self._clients) and all(c.connected for c in self._clients)
 
     async def poll_once(self) -> pa.RecordBatch:
-        """Read every planned request once; one Reading row per point."""
+        """Read every planned request once, the lanes concurrently; one Reading row per point."""
         ts = self.now_ns()
         raw = np.full(len(self.rows), np.nan)
         if await self._ensure_connected():
-            for request, groups in zip(self.requests, self._groups):
-                words = await self._read(request)
-                if words is not None:
-                    for g in groups:
-                        raw[g.positions] = decode_block(words, g.offsets, g.type, g.order)
-                elif not self.connected:
-                    break
+            clients = self._clients
+            await asyncio.gather(*(self._read_lane(clients[k], lane, raw) for k, lane in enumerate(self._lanes)))
+            if self._clients and not self.connected:
+                self._lost()
         return self._batch(ts, raw)
+
+    async def _read_lane(self, client: AsyncModbusTcpClient, lane: list[int], raw: np.ndarray) -> None:
+        """One connection's share of a poll, in order; stops once the connection is gone."""
+        for i in lane:
+            if not client.connected:
+                return
+            words = await self._read(client, self.requests[i])
+            if words is not None:
+                for g in self._groups[i]:
+                    raw[g.positions] = decode_block(words, g.offsets, g.type, g.order)
 
     async def run(self, max_polls: int | None = None) -> AsyncIterator[pa.RecordBatch]:
         """Poll every ``period_s`` (slots skipped when a poll overruns), forever or ``max_polls`` times."""
@@ -267,9 +287,12 @@ class ModbusPoller:
             due = next_deadline(due, self.period_s, loop.time())
 
     async def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._close_clients()
+
+    def _close_clients(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients = []
 
     async def __aenter__(self) -> ModbusPoller:
         return self
@@ -286,20 +309,23 @@ class ModbusPoller:
         return readings_batch(self._ids, np.full(len(values), ts, np.int64), values, quality, self.source)
 
     async def _ensure_connected(self) -> bool:
-        """Connected, or a connection attempt if the backoff allows one."""
+        """Connected (every lane's connection), or a connection attempt if the backoff allows one."""
         if self.connected:
             return True
         if time.monotonic() < self._retry_at:
             return False
-        client = AsyncModbusTcpClient(self.host, port=self.port, timeout=self.timeout_s, retries=0,
-                                      reconnect_delay=0, name=self.source)
-        if await client.connect():
-            self._client = client
+        self._close_clients()
+        clients = [AsyncModbusTcpClient(self.host, port=self.port, timeout=self.timeout_s, retries=0,
+                                        reconnect_delay=0, name=self.source) for _ in self._lanes]
+        ok = await asyncio.gather(*(c.connect() for c in clients))
+        if all(ok):
+            self._clients = clients
             self.stats.reconnects += self._ever_connected
             self._ever_connected = True
             self._delay = self.backoff_s
             return True
-        client.close()
+        for client in clients:
+            client.close()
         self.stats.errors += 1
         self._back_off()
         return False
@@ -309,26 +335,17 @@ class ModbusPoller:
         self._delay = min(2 * self._delay, self.backoff_max_s)
 
     def _lost(self) -> None:
-        """The connection went away: drop the client and wait before the next attempt."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """A connection went away: drop them all and wait before the next attempt."""
+        self._close_clients()
         self._back_off()
 
-    async def _read(self, request: ReadRequest) -> np.ndarray | None:
+    async def _read(self, client: AsyncModbusTcpClient, request: ReadRequest) -> np.ndarray | None:
         """The request's registers, or None after counting the failure."""
         self.stats.requests += 1
         try:
-            reply = await self._client.read_holding_registers(request.start, count=request.count,
-                                                              device_id=request.unit)
-        except ConnectionException:
+            reply = await client.read_holding_registers(request.start, count=request.count, device_id=request.unit)
+        except (ModbusException, asyncio.TimeoutError, OSError):   # lost, no reply in time, garbled reply
             self.stats.errors += 1
-            self._lost()
-            return None
-        except (ModbusException, asyncio.TimeoutError, OSError):   # no reply in time, garbled reply
-            self.stats.errors += 1
-            if not self.connected:
-                self._lost()
             return None
         if reply.isError() or len(reply.registers) < request.count:
             self.stats.errors += 1

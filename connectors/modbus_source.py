@@ -19,6 +19,10 @@ class ModbusSource(FixedPartitionedSource[pa.RecordBatch, int]):
     ``host:port``, so cluster workers share devices. Each item is one Arrow batch in the Reading
     schema holding a whole poll: bytewax's per-item overhead would dominate with one item per value.
 
+    ``connections`` TCP connections per device carry a poll's reads concurrently (see
+    ``ModbusPoller``): the partitions take turns on bytewax's one worker thread, so a poll's wall
+    time is time every other step waits.
+
     ``max_polls`` ends each partition after that many polls (tests, bounded replays). The
     snapshot is the partition's poll count: there is nothing to seek back to in a live device,
     so resuming only carries the count on (and with it ``max_polls``).
@@ -30,10 +34,11 @@ class ModbusSource(FixedPartitionedSource[pa.RecordBatch, int]):
     def __init__(self, points: PointTable, host: str, port: int = 502, *, period_s: float = 1.0,
                  timeout_s: float = 1.0, source: str | None = None, max_polls: int | None = None,
                  max_gap: int = 8, max_count: int = MAX_READ_REGISTERS, backoff_s: float = 0.1,
-                 backoff_max_s: float = 10.0):
+                 backoff_max_s: float = 10.0, connections: int = 4):
         self.points, self.host, self.port = points, host, port
         self.period_s, self.timeout_s, self.source, self.max_polls = period_s, timeout_s, source, max_polls
         self.max_gap, self.max_count, self.backoff_s, self.backoff_max_s = max_gap, max_count, backoff_s, backoff_max_s
+        self.connections = connections
 
     def list_parts(self) -> list[str]:
         units = sorted({self.points.address[r].unit for r in self.points.select("modbus")})
@@ -44,7 +49,7 @@ class ModbusSource(FixedPartitionedSource[pa.RecordBatch, int]):
         poller = ModbusPoller(self.points, self.host, self.port, period_s=self.period_s,
                               timeout_s=self.timeout_s, source=self.source, unit=unit,
                               max_gap=self.max_gap, max_count=self.max_count, backoff_s=self.backoff_s,
-                              backoff_max_s=self.backoff_max_s)
+                              backoff_max_s=self.backoff_max_s, connections=self.connections)
         return _ModbusPartition(poller, self.max_polls, resume_state or 0)
 
 
@@ -53,8 +58,8 @@ class _ModbusPartition(StatefulSourcePartition[pa.RecordBatch, int]):
     inside ``next_batch`` (``run_until_complete``), the way bytewax's ``batch_async`` drives async
     clients. Why not a thread or the sync client: one implementation of polling, backoff and
     counters serves both asyncio users and bytewax; there is no thread to leak or synchronize
-    with bytewax's worker; and a poll blocks the worker for at most one timeout per request
-    (normally one request per device). Socket events that arrive between polls (a server closing
+    with bytewax's worker; and a poll blocks the worker for about one round trip per request and
+    connection (its reads run concurrently), at most one timeout per request a lane makes. Socket events that arrive between polls (a server closing
     the connection) are handled when the loop next turns, which is when the poll needs them.
     """
 

@@ -42,8 +42,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
+import threading
 import uuid
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
@@ -270,6 +273,24 @@ def write_atomic(table: pa.Table, path: Path, *, compression: str, row_group_siz
     os.replace(tmp, path)
 
 
+def stage(kind: str, network: str, data: pa.Table | pa.RecordBatch) -> list[tuple[int, pa.Table, int, int]]:
+    """``data`` conformed to the kind's schema and cut by UTC day of event time: (day, rows,
+    oldest ns, newest ns) per day. Pure, so a writer thread can do it outside any lock."""
+    spec = KINDS[kind]
+    network_dir(".", kind, network)                  # validates the name early
+    table = conform(spec, data)
+    if table.num_rows == 0:
+        return []
+    ts = pc.cast(table[spec.time_column], pa.int64()).to_numpy()
+    days = ts // DAY_NS
+    out = []
+    for day in np.unique(days):
+        mask = days == day
+        part = table if mask.all() else table.filter(pa.array(mask))
+        out.append((int(day), part, int(ts[mask].min()), int(ts[mask].max())))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # the writer
 
@@ -331,20 +352,16 @@ class Historian:
         """Buffer rows of any kind, split by the UTC day of their event time, then flush what is due."""
         if self.closed:
             raise ValueError("historian: write after close")
-        spec = KINDS[kind]
-        network_dir(self.root, kind, network)            # validates the name early
-        table = conform(spec, data)
-        if table.num_rows == 0:
-            return
-        ts = pc.cast(table[spec.time_column], pa.int64()).to_numpy()
-        days = ts // DAY_NS
-        for day in np.unique(days):
-            mask = days == day
-            part = table if mask.all() else table.filter(pa.array(mask))
-            self._add(kind, network, int(day), part, int(ts[mask].min()))
-        mark = (kind, network)
-        self._watermark[mark] = max(self._watermark.get(mark, int(ts.max())), int(ts.max()))
-        self._flush_due(kind, network)
+        self.apply(kind, network, stage(kind, network, data))
+        for key in self.due(kind, network):
+            self._flush_one(key)
+
+    def apply(self, kind: str, network: str, staged: list[tuple[int, pa.Table, int, int]]) -> None:
+        """Add ``stage``'s day parts to the buffers (cheap: no copy, no I/O)."""
+        for day, part, first_ns, last_ns in staged:
+            self._add(kind, network, day, part, first_ns)
+            mark = (kind, network)
+            self._watermark[mark] = max(self._watermark.get(mark, last_ns), last_ns)
 
     def _add(self, kind: str, network: str, day: int, part: pa.Table, first_ns: int) -> None:
         buffer = self._buffers.setdefault((kind, network, day), _Buffer())
@@ -352,12 +369,14 @@ class Historian:
         buffer.rows += part.num_rows
         buffer.first_ns = min(buffer.first_ns, first_ns)
 
-    def _flush_due(self, kind: str, network: str) -> None:
-        mark = self._watermark[(kind, network)]
+    def due(self, kind: str, network: str) -> list[tuple[str, str, int]]:
+        """Keys of the buffers of ``kind`` and ``network`` that the flush policy says to write now."""
+        mark = self._watermark.get((kind, network))
+        if mark is None:
+            return []
         span_ns = int(self.max_span_s * NS)
-        for key, buffer in list(self._buffers.items()):
-            if key[:2] == (kind, network) and (buffer.rows >= self.max_rows or mark - buffer.first_ns >= span_ns):
-                self._flush_one(key)
+        return [key for key, buffer in sorted(self._buffers.items())
+                if key[:2] == (kind, network) and (buffer.rows >= self.max_rows or mark - buffer.first_ns >= span_ns)]
 
     def flush(self) -> None:
         """Write every buffer as a new file."""
@@ -365,16 +384,21 @@ class Historian:
             self._flush_one(key)
 
     def _flush_one(self, key: tuple[str, str, int]) -> None:
-        kind, network, day = key
-        buffer = self._buffers[key]
-        table = pa.concat_tables(buffer.parts).sort_by([(c, "ascending") for c in KINDS[kind].sort])
-        path = network_dir(self.root, kind, network) / f"date={day_text(day)}" / file_name(self.writer, self._seq)
-        write_atomic(table, path, compression=self.compression, row_group_size=self.row_group_size,
-                     fsync=self.fsync)
+        rows = self.write_file(key, self._buffers[key], self._seq)
         del self._buffers[key]                 # only once on disk: a failed write keeps the rows
         self._seq += 1
         self.files_written += 1
-        self.rows_written += table.num_rows
+        self.rows_written += rows
+
+    def write_file(self, key: tuple[str, str, int], buffer: _Buffer, seq: int) -> int:
+        """Write one buffer as file number ``seq`` (sorted, atomically renamed into place); the
+        row count. Touches no state of the writer, so a background thread can run it unlocked."""
+        kind, network, day = key
+        table = pa.concat_tables(buffer.parts).sort_by([(c, "ascending") for c in KINDS[kind].sort])
+        path = network_dir(self.root, kind, network) / f"date={day_text(day)}" / file_name(self.writer, seq)
+        write_atomic(table, path, compression=self.compression, row_group_size=self.row_group_size,
+                     fsync=self.fsync)
+        return table.num_rows
 
     @property
     def rows_buffered(self) -> int:
@@ -428,7 +452,8 @@ class Historian:
         hist.remove_orphans()
         hist._watermark = dict(state["watermarks"])
         for kind, network, day, first_ns, blob in state["buffers"]:
-            hist._add(kind, network, day, pa.ipc.open_stream(blob).read_all(), first_ns)
+            table = blob if isinstance(blob, pa.Table) else pa.ipc.open_stream(blob).read_all()
+            hist._add(kind, network, day, table, first_ns)
         return hist
 
     def remove_orphans(self) -> list[Path]:
@@ -571,31 +596,51 @@ class HistorianSink(FixedPartitionedSink[Any, dict]):
     still name its network: a ``TwinState`` or ``Alert`` does, Arrow batches come as
     ``(network, batch)``. ``historian_output`` does that re-keying for you.
 
-    Each of the ``parts`` partitions is a ``Historian`` whose resume state is its ``checkpoint``:
-    on resume its post-checkpoint files are deleted and rewritten from the replay, so a stopped
-    and resumed run leaves every item on disk once. Options go to ``Historian`` (``max_rows``,
-    ``max_span_s``, ...); ``carry_rows`` bounds the unflushed rows kept in recovery state.
+    Each of the ``parts`` partitions is a ``Historian``. By default (``background=True``) it lives
+    on a writer thread of its own behind a queue of at most ``queue_batches`` item batches: a
+    Parquet flush (sort, compress, fsync) takes tens to hundreds of milliseconds, and on bytewax's
+    worker thread it would hold up every other step, twin updates included. A full queue blocks
+    the worker (back-pressure); nothing accepted is ever dropped. ``background=False`` writes on
+    the worker thread.
+
+    The resume state makes a stopped and resumed run leave every item on disk once: the writer's
+    next file number, its buffers and the accepted items still in the queue, taken under a lock
+    without waiting for any I/O (a file being written counts as not written: its number is the
+    state's, so resume deletes it and its rows come back from the state). After each snapshot the
+    writer flushes buffers over ``carry_rows`` rows, so states stay about an epoch of rows.
+    Options go to ``Historian`` (``max_rows``, ``max_span_s``, ``fsync``, ...).
     """
 
-    def __init__(self, root: str | Path, kind: str, *, parts: int = 1, carry_rows: int = 10_000, **options: Any):
+    def __init__(self, root: str | Path, kind: str, *, parts: int = 1, carry_rows: int = 10_000,
+                 background: bool = True, queue_batches: int = 64, **options: Any):
         if kind not in SINK_KINDS:
             raise ValueError(f"historian sink kind {kind!r} is not one of {SINK_KINDS}")
+        if queue_batches < 1:
+            raise ValueError(f"historian sink queue_batches must be >= 1, got {queue_batches}")
         self.root, self.kind, self.parts, self.carry_rows = Path(root), kind, parts, carry_rows
+        self.background, self.queue_batches = background, queue_batches
         self.options = options
 
     def list_parts(self) -> list[str]:
         """Every partition on every worker: they share the filesystem, bytewax picks the owner."""
         return [f"{self.kind}{i}" for i in range(self.parts)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[dict]) -> "_HistorianPartition":
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[dict]) -> StatefulSinkPartition:
         if resume_state is None:
             hist = Historian(self.root, writer=f"{for_part}-{uuid.uuid4().hex[:10]}", **self.options)
         else:
             hist = Historian.resume(self.root, resume_state, **self.options)
-        return _HistorianPartition(hist, self.kind, self.carry_rows)
+        pending = (resume_state or {}).get("pending", [])
+        if not self.background:
+            part = _HistorianPartition(hist, self.kind, self.carry_rows)
+            part.write_batch(pending)
+            return part
+        return _BackgroundPartition(hist, self.kind, self.carry_rows, self.queue_batches, pending)
 
 
 class _HistorianPartition(StatefulSinkPartition[Any, dict]):
+    """Writes on bytewax's worker thread."""
+
     def __init__(self, hist: Historian, kind: str, carry_rows: int):
         self.hist, self.kind, self.carry_rows = hist, kind, carry_rows
 
@@ -610,17 +655,131 @@ class _HistorianPartition(StatefulSinkPartition[Any, dict]):
         self.hist.close()
 
 
-def write_item(hist: Historian, kind: str, item: Any) -> None:
-    """One sink item into ``hist``: ``(network, payload)`` or a bare ``TwinState``/``Alert``."""
+_CHECKPOINTED = object()      # queue marker: a snapshot was taken, flush what it carried over carry_rows
+_CLOSE = object()             # queue marker: flush everything and stop
+
+
+class _BackgroundPartition(StatefulSinkPartition[Any, dict]):
+    """The ``Historian`` on a writer thread. The worker only appends to ``_pending`` and the
+    queue; the writer stages items (conform, cut by day) unlocked, moves them from ``_pending``
+    into the buffers under ``_lock``, and writes files unlocked. So a snapshot, taken under the
+    lock, sees every accepted item exactly once: in a file numbered below the state's ``seq``,
+    in a buffer (``_inflight`` included) or in ``pending``."""
+
+    def __init__(self, hist: Historian, kind: str, carry_rows: int, queue_batches: int, pending: list[Any]):
+        self.hist, self.kind, self.carry_rows = hist, kind, carry_rows
+        self._lock = threading.Lock()
+        self._pending: deque[Any] = deque()
+        self._inflight: tuple[tuple[str, str, int], _Buffer, int] | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"historian-{hist.writer}", daemon=True)
+        self._thread.start()
+        if pending:
+            self.write_batch(list(pending))
+
+    # -- worker thread --------------------------------------------------------------------------
+
+    def write_batch(self, values: list[Any]) -> None:
+        if not values:
+            return
+        with self._lock:
+            self._pending.extend(values)
+        self._put(values)
+
+    def snapshot(self) -> dict:
+        self._raise_if_failed()
+        with self._lock:
+            hist = self.hist
+            buffers = [(kind, network, day, b.first_ns, pa.concat_tables(b.parts))
+                       for (kind, network, day), b in sorted(hist._buffers.items())]
+            seq = hist._seq
+            if self._inflight is not None:
+                (kind, network, day), b, seq = self._inflight
+                buffers.append((kind, network, day, b.first_ns, pa.concat_tables(b.parts)))
+            state = {"version": STATE_VERSION, "writer": hist.writer, "seq": seq,
+                     "watermarks": dict(hist._watermark), "buffers": buffers, "pending": list(self._pending)}
+        self._put(_CHECKPOINTED)
+        return state
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._put(_CLOSE)
+            self._thread.join()
+        self._raise_if_failed()
+
+    def _put(self, item: Any) -> None:
+        """Block while the queue is full (back-pressure), but not on a writer that has died."""
+        while True:
+            self._raise_if_failed()
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"historian writer {self.hist.writer} failed: {self._error!r}") from self._error
+
+    # -- writer thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _CLOSE:
+                    self._flush(sorted(self.hist._buffers))
+                    self.hist.closed = True
+                    return
+                if item is _CHECKPOINTED:
+                    self._flush([k for k, b in sorted(self.hist._buffers.items()) if b.rows > self.carry_rows])
+                    continue
+                due: set[tuple[str, str, int]] = set()
+                for value in item:
+                    staged = [(kind, network, stage(kind, network, data)) for kind, network, data
+                              in item_rows(self.kind, value)]
+                    with self._lock:
+                        for kind, network, parts in staged:
+                            self.hist.apply(kind, network, parts)
+                        self._pending.popleft()
+                    due.update(key for kind, network, _ in staged for key in self.hist.due(kind, network))
+                self._flush(sorted(due))
+        except BaseException as exc:             # surfaced on the worker's next call
+            self._error = exc
+
+    def _flush(self, keys: list[tuple[str, str, int]]) -> None:
+        hist = self.hist
+        for key in keys:
+            with self._lock:
+                buffer = hist._buffers.pop(key, None)
+                if buffer is None:
+                    continue
+                self._inflight = (key, buffer, hist._seq)
+                hist._seq += 1
+            rows = hist.write_file(key, buffer, self._inflight[2])
+            with self._lock:
+                self._inflight = None
+                hist.files_written += 1
+                hist.rows_written += rows
+
+
+def item_rows(kind: str, item: Any) -> list[tuple[str, str, pa.Table | pa.RecordBatch]]:
+    """One sink item as (kind, network, rows): ``(network, payload)`` or a bare ``TwinState``/``Alert``."""
     network, payload = item if isinstance(item, tuple) else (getattr(item, "network", None), item)
     if kind == "states":
-        hist.write_state(payload)
-    elif kind == "alerts":
-        hist.write_alert(payload)
-    elif network is None:
+        return [("states", payload.network, state_rows(payload)), ("ticks", payload.network, tick_row(payload))]
+    if kind == "alerts":
+        return [("alerts", payload.network, alert_row(payload))]
+    if network is None:
         raise TypeError(f"historian {kind} sink: items must be (network, batch); use historian_output")
-    else:
-        hist.write(kind, network, payload)
+    return [(kind, network, payload)]
+
+
+def write_item(hist: Historian, kind: str, item: Any) -> None:
+    """One sink item into ``hist`` (see ``item_rows``)."""
+    for k, network, rows in item_rows(kind, item):
+        hist.write(k, network, rows)
 
 
 @operator
