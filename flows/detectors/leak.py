@@ -66,12 +66,17 @@ class LeakDetector(TickDetector):
 
     ``pressure_sigma_pa`` and ``flow_sigma_rel``: each sensor's own noise (one sample), the floor
     under the learnt noise; ``false_alarms_per_year``: the stated rate on a leak-free network, held
-    with ``noise_confidence`` against the chance that the baseline underestimated the noise."""
+    with ``noise_confidence`` against the chance that the baseline underestimated the noise.
+    Localization: ``correlated_noise`` whitens the residuals with the sensors' noise correlation
+    learnt on the baseline; ``refine_top`` candidates are re-solved with their leak (at
+    ``refine_windows`` states) when the linear fit is inconsistent with the noise;
+    ``central_first`` puts the candidate nearest to the likely ones (along the pipes) first."""
 
     def __init__(self, model: NetworkModel, kind: np.ndarray, element: np.ndarray, *, window_s: float = 3600.0,
                  warmup_s: float = 24 * 3600.0, false_alarms_per_year: float = 1.0, k: float = 0.5,
                  pressure_sigma_pa: float = 50.0, flow_sigma_rel: float = 0.005, noise_confidence: float = 0.99,
-                 n_candidates: int = 10, max_windows: int = 96, refine_top: int = 15, refine_windows: int = 3):
+                 n_candidates: int = 10, max_windows: int = 96, refine_top: int = 15, refine_windows: int = 3,
+                 correlated_noise: bool = True, central_first: bool = True):
         self.model = model
         self.kind = np.asarray(kind, np.int8)
         self.element = np.asarray(element, np.int64)
@@ -81,8 +86,7 @@ class LeakDetector(TickDetector):
         self.n_candidates, self.max_windows = n_candidates, max_windows
         self.noise_confidence = noise_confidence
         self.refine_top, self.refine_windows = refine_top, refine_windows
-        self.use_corr = True
-        self.central = True
+        self.correlated_noise, self.central_first = correlated_noise, central_first
         self._responder = None
         # two CUSUMs, each with half the stated false-alarm rate; ARL0 in windows
         arl0 = 2.0 * HOURS_PER_YEAR * 3600.0 / window_s / max(false_alarms_per_year, 1e-9)
@@ -255,14 +259,14 @@ class LeakDetector(TickDetector):
         sigma = self.base["sigma"] / np.sqrt(len(since))
         cand = np.flatnonzero(np.abs(sig[self.is_p]).sum(0) > 0) if self.is_p.any() else \
             np.flatnonzero(np.abs(sig).sum(0) > 0)
-        corr = self.base["corr"] if self.use_corr else None
+        corr = self.base["corr"] if self.correlated_noise else None
         rank = rank_candidates(z, sigma, sig, cand, corr=corr)
         # the tangent is trusted while its best fit is consistent with the noise (chi2 within
         # 3 sigma of its degrees of freedom); beyond, the best few are re-solved with their leak
         dof = max(int((np.isfinite(z) & (sigma > 0)).sum()) - 1, 1)
         if self.refine_top > 0 and rank.chi2[0] > dof + 3.0 * np.sqrt(2.0 * dof):
             rank = self._refine(rank, z, sigma, corr, since)
-        if self.central:
+        if self.central_first:
             rank = most_central(self.model, rank)
         al["ranking"] = rank
         al["area"] = search_area(self.model, rank)
