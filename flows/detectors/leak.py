@@ -234,9 +234,10 @@ class LeakDetector(TickDetector):
             self.quiet = self.quiet + 1 if quiet else 0
 
     def _refine_start(self) -> None:
-        """The start that best explains the tested windows as a step: argmax over t of
-        (sum of z since t)^2 / (windows since t), z from the CUSUM that fired (a step of unknown
-        size; the CUSUM's last zero is where the search begins to look, a day back at most)."""
+        """The start that best explains the tested windows as a step of unknown size: argmax over
+        t of (sum of z since t)^2 / (windows since t), z of the CUSUM that fired, t searched from a
+        day before that CUSUM's last zero (the classic estimate, which noise before the leak can
+        pull early) to now."""
         al = self.alarm
         key = "z_bal" if al["by"] == "balance" else "z_prs"
         tested = [w for w in self.windows if "z" in w and w["index"] >= al["first_index"] - 24]
