@@ -49,6 +49,7 @@ class FlowConfig:
     # several networks (or zones) in one flow: which one a batch belongs to; None: all are ``network``
     network_of: Callable[[pa.RecordBatch], str] | None = None
     historian_parts: int = 1                     # historian sink partitions (spread across workers)
+    historian_options: dict = field(default_factory=dict)   # HistorianSink options (background, carry_rows, ...)
     n_zones: int = 4
     gate: dict = field(default_factory=dict)     # QualityGate options
 
@@ -106,10 +107,11 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
     if sinks.historian is not None:
         from pipetwin.flows.sinks.historian import HistorianSink, historian_output
 
-        historian_output("historian_readings_out", accepted, HistorianSink(sinks.historian, "readings", parts=config.historian_parts))
-        historian_output("historian_quarantine_out", quarantined, HistorianSink(sinks.historian, "quarantine", parts=config.historian_parts))
-        historian_output("historian_states_out", keyed_states, HistorianSink(sinks.historian, "states", parts=config.historian_parts))
-        historian_output("historian_alerts_out", keyed_alerts, HistorianSink(sinks.historian, "alerts", parts=config.historian_parts))
+        hist = {"parts": config.historian_parts, **config.historian_options}
+        historian_output("historian_readings_out", accepted, HistorianSink(sinks.historian, "readings", **hist))
+        historian_output("historian_quarantine_out", quarantined, HistorianSink(sinks.historian, "quarantine", **hist))
+        historian_output("historian_states_out", keyed_states, HistorianSink(sinks.historian, "states", **hist))
+        historian_output("historian_alerts_out", keyed_alerts, HistorianSink(sinks.historian, "alerts", **hist))
     return flow
 
 

@@ -356,6 +356,24 @@ STEP_PA = 16.0       # values are quantized to STEP_PA, then + (k % MOD) Pa
 
 
 @dataclasses.dataclass(frozen=True)
+class Variant:
+    """How the flow under test is set up: ``before`` is the flow as session 1 measured it
+    (historian flushes on bytewax's worker thread, one Modbus connection: a poll's reads in
+    series), ``after`` the product defaults (historian writer thread, 4 connections per device).
+    ``numba_threads``: the flow process's numba thread count (None: numba's default)."""
+
+    name: str
+    historian_thread: bool
+    modbus_connections: int
+    numba_threads: int | None = None
+
+
+BEFORE = Variant("before", historian_thread=False, modbus_connections=1)
+LATENESS_SWEEP_S = (0.1, 0.2, 0.5, 1.0)     # the full run's 0.3 s is the before/after pair
+AFTER = Variant("after", historian_thread=True, modbus_connections=4)
+
+
+@dataclasses.dataclass(frozen=True)
 class Layout:
     """Who serves which point: ``opcua`` servers of ``per_opcua`` points, ``modbus`` servers of
     ``units`` devices of ``per_unit`` float32 registers pairs. Point j of a server is in phase group
@@ -504,12 +522,17 @@ def _write_modbus(server, table, rows: np.ndarray, values: np.ndarray) -> None:
 
 
 def _flow_main(layout: Layout, opcua_ports: list[int], modbus_ports: list[int], redis_url: str,
-               start, run_s: float, lateness_s: float, historian: str | None, out) -> None:
+               start, run_s: float, lateness_s: float, historian: str | None, variant: Variant, out) -> None:
     """Child process: the product flow on live sources, states to Redis (and the historian)."""
     import logging
 
     logging.disable(logging.WARNING)
     from bytewax.testing import run_main
+
+    if variant.numba_threads:
+        import numba
+
+        numba.set_num_threads(variant.numba_threads)
 
     from pipetwin.connectors.modbus_source import ModbusSource
     from pipetwin.connectors.opcua_source import OpcUaSource
@@ -530,11 +553,13 @@ def _flow_main(layout: Layout, opcua_ports: list[int], modbus_ports: list[int], 
                                    publishing_interval_ms=100.0, deadband=0.0, batch_interval_s=0.05))
     for s, port in enumerate(modbus_ports):
         sub = subset(table, np.flatnonzero((where[:, 0] == 1) & (where[:, 1] == s)))
-        sources.append(ModbusSource(sub, "127.0.0.1", port, period_s=1.0, max_polls=int(run_s)))
+        sources.append(ModbusSource(sub, "127.0.0.1", port, period_s=1.0, max_polls=int(run_s),
+                                    connections=variant.modbus_connections))
     sink = RedisSink(redis_url)
     sinks = FlowSinks(states=[sink], historian=historian)
     flow = build_flow(sources, model, table, sinks, time.time_ns, lambda: [],
-                      FlowConfig(NET, tick_s=1.0, lateness_s=lateness_s, max_age_s=60.0, n_zones=4))
+                      FlowConfig(NET, tick_s=1.0, lateness_s=lateness_s, max_age_s=60.0, n_zones=4,
+                                 historian_options={"background": variant.historian_thread}))
     cpu0, wall0 = _cpu_s(), time.monotonic()
     run_main(flow)
     out.put({"kind": "flow", "cpu_s": _cpu_s() - cpu0, "wall_s": time.monotonic() - wall0})
@@ -649,7 +674,7 @@ def analyse(layout: Layout, table, where, states, logs: dict, warm_s: float, t0:
 
 
 def bench_latency(layout: Layout, seconds: float, warm_s: float, lateness_s: float, tmp: Path,
-                  historian: bool = True) -> dict:
+                  historian: bool = True, variant: Variant | None = None) -> dict:
     from pipetwin.connectors.opcua_server import free_port
     from pipetwin.flows.redis_embedded import start_embedded_redis
 
@@ -674,7 +699,7 @@ def bench_latency(layout: Layout, seconds: float, warm_s: float, lateness_s: flo
     hist = str(tmp / "historian") if historian else None
     run_s = warm_s + seconds
     flow = ctx.Process(target=_flow_main, args=(layout, opcua_ports, modbus_ports, redis.unix_url, start, run_s,
-                                                lateness_s, hist, out), daemon=True)
+                                                lateness_s, hist, variant or AFTER, out), daemon=True)
     flow.start()                            # imports and builds while the servers start
     observer = _Observer(redis.unix_url)
     observer.start()
@@ -709,14 +734,18 @@ def bench_latency(layout: Layout, seconds: float, warm_s: float, lateness_s: flo
     return {**fig, **cpu}
 
 
-def latency_case(layout: Layout, seconds: float, warm_s: float, lateness_s: float, tmp: Path, historian: bool) -> dict:
-    fig = bench_latency(layout, seconds, warm_s, lateness_s, tmp, historian)
+def latency_case(layout: Layout, seconds: float, warm_s: float, lateness_s: float, tmp: Path, historian: bool,
+                 variant: Variant | None = None) -> dict:
+    variant = variant or AFTER
+    fig = bench_latency(layout, seconds, warm_s, lateness_s, tmp, historian, variant)
+    how = {"variant": variant.name, "historian_writer": "thread" if variant.historian_thread else "worker",
+           "modbus_connections": variant.modbus_connections, "numba_threads": variant.numba_threads or "default"}
     if not fig or "latency_p99_ms" not in fig:
         _line("latency", points=layout.n, servers=layout.opcua + layout.modbus, mix=layout.describe(),
-              error="no_states_in_redis", **fig)
+              error="no_states_in_redis", **how, **fig)
         return fig
     _line("latency", latency_p50_ms=round(fig.pop("latency_p50_ms")), latency_p99_ms=round(fig.pop("latency_p99_ms")),
-          points=layout.n, servers=layout.opcua + layout.modbus, mix=layout.describe(),
+          points=layout.n, servers=layout.opcua + layout.modbus, mix=layout.describe(), **how,
           **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in fig.items()},
           lateness_ms=round(lateness_s * 1000), measured_s=seconds, historian=historian, target_p99_ms=1000)
     fig["latency_p99_ms"] = fig.get("latency_p99_ms", math.nan)
@@ -736,19 +765,21 @@ def main(quick: bool = False, shared: str | None = None) -> int:
         if quick:
             bench_throughput(500, 10, 500, 1, tmp)
             bench_ticks(root, 5, tmp, one_thread_too=False)
-            latency_case(Layout(1, 100, 1, 1, 200), 3.0, 2.5, 0.3, tmp / "lat", historian=True)
+            latency_case(Layout(1, 100, 1, 1, 200), 3.0, 2.5, 0.3, tmp / "lat", True, AFTER)
             return 0
         bench_throughput(10_000, 300, 10_000, 3, tmp)
         bench_throughput(10_000, 120, 1_000, 1, tmp)
         bench_ticks(root, 100, tmp)
-        full = latency_case(Layout(2, 1000, 4, 2, 1000), 60.0, 8.0, 0.3, tmp / "lat10k", historian=True)
-        if not full or not full.get("latency_p99_ms", math.inf) < 1000:
-            # what the historian's synchronous Parquet flushes cost, then a smaller field
-            latency_case(Layout(2, 1000, 4, 2, 1000), 45.0, 8.0, 0.3, tmp / "lat10k_nohist", historian=False)
-            for layout in (Layout(1, 500, 2, 2, 500), Layout(1, 300, 1, 1, 700)):   # 2,500 and 1,000 points
-                fig = latency_case(layout, 45.0, 8.0, 0.3, tmp / f"lat{layout.n}", historian=True)
-                if fig and fig.get("latency_p99_ms", math.inf) < 1000:
-                    break
+        field = Layout(2, 1000, 4, 2, 1000)                  # 10,000 points
+        # before / after side by side, same field, same lateness
+        for variant in (BEFORE, AFTER):
+            latency_case(field, 40.0, 8.0, 0.3, tmp / f"lat_{variant.name}", True, variant)
+        # the tick lateness: what each allowance costs (latency) and buys (fewer late readings)
+        for lateness_s in LATENESS_SWEEP_S:
+            latency_case(field, 30.0, 8.0, lateness_s, tmp / f"lat_late{lateness_s}", True, AFTER)
+        # the twin's numba kernels on one thread (a parallel kernel waits for every thread)
+        latency_case(field, 40.0, 8.0, 0.3, tmp / "lat_numba1", True, dataclasses.replace(AFTER, name="after_numba1",
+                                                                                          numba_threads=1))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -406,3 +407,95 @@ def test_bytewax_abort_before_any_snapshot_is_deduplicated(tmp_path: Path) -> No
     total = len(reading_items()) * 2
     assert read(tmp_path / "root", "readings", dedup=False).num_rows == seen[0] + total
     assert read(tmp_path / "root", "readings").num_rows == total
+
+
+# ----------------------------------------------------------------------------------------------
+# the writer thread: the worker never waits for a flush, a snapshot holds every item once
+
+
+class GatedWrites:
+    """Holds each file write of ``Historian.write_file`` until ``open`` is set (a slow disk), then
+    writes it for real; counts the writes begun."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.open, self.begun = threading.Event(), threading.Semaphore(0)
+        original = Historian.write_file
+
+        def gated(hist, key, buffer, seq):
+            self.begun.release()
+            assert self.open.wait(30), "gated write never released"
+            return original(hist, key, buffer, seq)
+
+        monkeypatch.setattr(Historian, "write_file", gated)
+
+
+def test_snapshot_during_a_slow_flush_holds_every_item_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot taken while a file is being written and items wait in the queue returns at
+    once; resuming from it (the first run's later files counting as post-checkpoint) leaves every
+    item on disk exactly once."""
+    items = reading_items()                            # 10 items of 2 rows
+    gate = GatedWrites(monkeypatch)
+    sink = HistorianSink(tmp_path, "readings", max_rows=3, fsync=False, queue_batches=64)
+    part = sink.build_part("w", "readings0", None)
+    part.write_batch(items[:2])                        # north h1 + south h1: 2 rows each, no flush yet
+    part.write_batch(items[2:4])                       # north reaches 4 rows: a flush starts and blocks
+    assert gate.begun.acquire(timeout=10)
+    part.write_batch(items[4:6])                       # queued behind the blocked flush
+    t = time.perf_counter()
+    state = part.snapshot()
+    assert time.perf_counter() - t < 1.0               # no wait for the disk
+    carried = sum(b[-1].num_rows for b in state["buffers"]) + sum(b.num_rows for _, b in state["pending"])
+    assert carried == 12 and len(state["pending"]) == 2 and not list(written_files(tmp_path))
+    part.write_batch(items[6:])                        # after the snapshot: the replay's job on resume
+    gate.open.set()
+    part.close()                                       # a run that went on, then "crashed" after this
+    assert read(tmp_path, "readings", dedup=False).num_rows == 20
+    resumed = sink.build_part("w", "readings0", state)     # resume deletes the files numbered from the state's seq
+    resumed.write_batch(items[6:])                     # the source replays what came after the snapshot
+    resumed.close()
+    expected = pa.concat_tables([pa.Table.from_batches([b]) for _, b in items])
+    raw = read(tmp_path, "readings", dedup=False)
+    assert raw.num_rows == expected.num_rows
+    assert sort_rows(raw.drop_columns("network"), ["point", "ts"]) == sort_rows(expected, ["point", "ts"])
+
+
+def test_full_queue_blocks_the_worker_and_drops_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = GatedWrites(monkeypatch)
+    part = HistorianSink(tmp_path, "readings", max_rows=1, fsync=False, queue_batches=1).build_part("w", "readings0", None)
+    items = reading_items()
+    done = threading.Event()
+
+    def produce() -> None:
+        for item in items:
+            part.write_batch([item])
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    assert gate.begun.acquire(timeout=10)
+    assert not done.wait(0.5)                          # one item in the flush, one in the queue: blocked
+    gate.open.set()
+    producer.join(10)
+    assert done.is_set()
+    part.close()
+    assert read(tmp_path, "readings", dedup=False).num_rows == len(items) * 2
+
+
+def test_a_failed_write_surfaces_on_the_worker(tmp_path: Path) -> None:
+    (tmp_path / "readings").write_text("a file where the kind's folder belongs")
+    part = HistorianSink(tmp_path, "readings", max_rows=1, fsync=False).build_part("w", "readings0", None)
+    part.write_batch(reading_items()[:1])
+    deadline = time.monotonic() + 10
+    with pytest.raises(RuntimeError, match="historian writer"):
+        while time.monotonic() < deadline:
+            part.write_batch(reading_items()[1:2])
+            time.sleep(0.01)
+        part.close()
+
+
+def test_worker_thread_mode_still_writes_in_place(tmp_path: Path) -> None:
+    part = HistorianSink(tmp_path, "readings", max_rows=3, fsync=False, background=False).build_part("w", "readings0", None)
+    part.write_batch(reading_items()[:3])             # north h1, south h1, north h5
+    assert read(tmp_path, "readings", dedup=False).num_rows == 4     # north: 4 rows >= max_rows, on disk at once
+    part.close()
+    assert read(tmp_path, "readings", dedup=False).num_rows == 6
