@@ -82,7 +82,9 @@ def load_report(folder: str | Path, period: str) -> dict:
 
 
 def _r(v, digits: int = 3):
-    return None if v is None else round(float(v), digits)
+    if v is None:
+        return None
+    return int(round(float(v))) if digits == 0 else round(float(v), digits)
 
 
 def _files(text: str | None) -> str:
@@ -95,7 +97,8 @@ def period_rows(report: dict) -> list[dict]:
     return [{"period": r["period"], "zone": r["network"], "gas delivered kg": _r(r["gas_delivered_kg"], 1),
              "combustion CO2 t": _r((r["combustion_co2_kg"] or 0) / 1000.0, 4),
              "coverage %": _r(r["coverage_pct"], 1), "metered gas kg": _r(r["metered_gas_kg"], 1),
-             "methane released kg": _r(r["methane_kg"], 3), "methane CO2e t": _r((r["methane_co2e_kg"] or 0) / 1000.0, 4),
+             "methane released kg": _r(r["methane_kg"], 3),
+             "methane CO2e t": _r((r["methane_co2e_kg"] or 0) / 1000.0, 4),
              "total CO2e t": _r((r["total_co2e_kg"] or 0) / 1000.0, 4), "factors": r["factors_version"]}
             for r in report["summary"]]
 
@@ -131,7 +134,7 @@ def factors_panel(factors: dict) -> html.Div:
     lines = [
         ("version", factors.get("version")), ("date", factors.get("date")), ("source", factors.get("source")),
         ("GWP100 of methane", f"{factors.get('gwp100_ch4')} ({factors.get('gwp_source', '')})"),
-        ("emission factor", f"{factors.get('ef_kg_co2_per_tj'):,} kg CO2/TJ net ({factors.get('ef_source', '')})"
+        ("emission factor", f"{factors.get('ef_kg_co2_per_tj'):,.0f} kg CO2/TJ net ({factors.get('ef_source', '')})"
          if factors.get("ef_kg_co2_per_tj") is not None else None),
         ("composition", f"{comp.get('name', '')}: " + ", ".join(f"{k} {v:g}" for k, v in
                                                               comp.get("mole_fractions", {}).items())
@@ -140,7 +143,8 @@ def factors_panel(factors: dict) -> html.Div:
                     f"{d.get('methane_mass_fraction', 0):.4f} · net CV {d.get('net_cv_j_m3', 0) / 1e6:.2f} MJ/m3 · "
                     f"{d.get('ef_kg_co2_per_kg_gas', 0):.3f} kg CO2 per kg gas burnt (carbon balance "
                     f"{d.get('carbon_balance_kg_co2_per_kg_gas', 0):.3f})"),
-        ("tariffs", ", ".join(f"{k} {v} {factors.get('currency', '')}/kWh" for k, v in factors.get("tariffs", {}).items())
+        ("tariffs", ", ".join(f"{k} {v} {factors.get('currency', '')}/kWh"
+                              for k, v in factors.get("tariffs", {}).items())
          or "none (no cost figures)"),
     ]
     return html.Table(className="zones", id="carbon-factors", children=[
@@ -159,7 +163,7 @@ def period_figure(report: dict, height: int = 420) -> go.Figure:
         fig.add_trace(go.Bar(x=[r["period"] for r in rows], y=[(r["methane_co2e_kg"] or 0) / 1000.0 for r in rows],
                              name=f"{zone}: methane CO2e", marker=dict(color=colour, pattern=dict(shape="/"))))
     fig.update_layout(template="plotly_dark", paper_bgcolor=PANEL, plot_bgcolor=PANEL, height=height,
-                      barmode="stack", yaxis_title="t CO2e", margin=dict(l=60, r=10, t=40, b=40),
+                      barmode="stack", yaxis_title="t CO2e", xaxis_type="category", margin=dict(l=60, r=10, t=40, b=40),
                       title=dict(text=f"emissions per {report['period']}", font=dict(size=15)),
                       legend=dict(orientation="h", y=-0.15))
     return fig
@@ -174,7 +178,7 @@ def class_figure(report: dict, height: int = 360) -> go.Figure:
         fig.add_trace(go.Bar(x=[f"{r['period']} · {r['network']}" for r in rows], y=[r["co2_kg"] for r in rows],
                              name=f"{cls} ({basis})", marker_color=VARIANT_COLOURS[k % len(VARIANT_COLOURS)]))
     fig.update_layout(template="plotly_dark", paper_bgcolor=PANEL, plot_bgcolor=PANEL, height=height,
-                      barmode="group", yaxis_title="kg CO2", margin=dict(l=60, r=10, t=40, b=40),
+                      barmode="group", yaxis_title="kg CO2", xaxis_type="category", margin=dict(l=60, r=10, t=40, b=40),
                       title=dict(text="combustion CO2 per customer class", font=dict(size=15)),
                       legend=dict(orientation="h", y=-0.2))
     return fig

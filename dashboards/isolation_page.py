@@ -20,8 +20,9 @@ import plotly.graph_objects as go
 from dash import dcc, html
 
 from pipetwin.dashboards.context import GRAPH_CONFIG, WallContext
-from pipetwin.dashboards.figures import UNSUPPLIED, Geometry, segments
-from pipetwin.dashboards.network_maps import MARK, MARK_2, dark_layout, load_model, model_geometry, resolve_network
+from pipetwin.dashboards.figures import UNSUPPLIED, Geometry
+from pipetwin.dashboards.network_maps import (MARK, MARK_2, dark_layout, gap_lines, load_model, model_geometry,
+                                              resolve_network)
 from pipetwin.twin.isolation import DEFAULT_REPAIR_HOURS, IsolationPlan, plan_isolation
 
 PIPES = "#4f6d8a"           # the network in service, quiet so the plan stands out
@@ -64,9 +65,10 @@ def plan_figure(geom: Geometry, plan: IsolationPlan, height: int = 720) -> go.Fi
     alive = ~dead & ~in_section
     fig = go.Figure()
     for idx, name, line in ((np.flatnonzero(alive), "in service", dict(color=PIPES, width=1.5)),
-                            (np.flatnonzero(dead), "unsupplied downstream", dict(color=UNSUPPLIED, width=2, dash="dot")),
+                            (np.flatnonzero(dead), "unsupplied downstream",
+                             dict(color=UNSUPPLIED, width=2, dash="dot")),
                             (section, "isolated section", dict(color=MARK, width=6))):
-        xs, ys = segments(geom, idx)
+        xs, ys = gap_lines(geom, idx)
         fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", line=line, name=name, hoverinfo="skip"))
     cust = [nodes[n] for n in plan.customers_direct + plan.customers_downstream if n in nodes]
     fig.add_trace(go.Scattergl(x=geom.x[cust], y=geom.y[cust], mode="markers", name="customers cut off",
@@ -84,15 +86,15 @@ def plan_figure(geom: Geometry, plan: IsolationPlan, height: int = 720) -> go.Fi
                                marker=dict(symbol=["diamond" if v in feeding else "diamond-open"
                                                    for v in geom.link_ids[valves]],
                                            size=15, color=MARK_2, line=dict(color="#000", width=1))))
-    squeeze = [nodes[n] for n in plan.squeeze_points if n in nodes]
-    fig.add_trace(go.Scattergl(x=geom.x[squeeze], y=geom.y[squeeze], mode="markers", name="squeeze-off points",
-                               marker=dict(symbol="x", size=14, color=MARK_2, line=dict(color="#000", width=1)),
-                               text=geom.node_ids[squeeze], hovertemplate="%{text}<extra>squeeze off</extra>"))
     if plan.pipe in links:
         i = links[plan.pipe]
         fig.add_trace(go.Scattergl(x=[geom.mid_x[i]], y=[geom.mid_y[i]], mode="markers", name=f"burst: {plan.pipe}",
                                    marker=dict(symbol="star", size=20, color=MARK, line=dict(color="#fff", width=1)),
                                    hovertemplate=f"{plan.pipe}<extra>burst / work</extra>"))
+    squeeze = [nodes[n] for n in plan.squeeze_points if n in nodes]
+    fig.add_trace(go.Scattergl(x=geom.x[squeeze], y=geom.y[squeeze], mode="markers", name="squeeze-off points",
+                               marker=dict(symbol="x", size=14, color=MARK_2, line=dict(color="#000", width=1)),
+                               text=geom.node_ids[squeeze], hovertemplate="%{text}<extra>squeeze off</extra>"))
     dark_layout(fig, height)
     fig.update_layout(yaxis=dict(visible=False, scaleanchor="x", scaleratio=1), uirevision=f"iso-{plan.pipe}",
                       margin=dict(l=8, r=8, t=8, b=8))
@@ -121,7 +123,8 @@ def plan_tiles(plan: IsolationPlan) -> list:
                       f"{len(p.below_min)} below min ({len(p.newly_below_min)} new)"))
         if p.lowest_gauge_pa is not None:
             tiles.append(("lowest after", f"{p.lowest_gauge_pa / 100.0:,.1f}", f"mbar(g) at {p.lowest_node}"))
-    return [html.Div(className="kpi", children=[html.Div(k, className="kpi-label"), html.Div(str(v), className="kpi-value"),
+    return [html.Div(className="kpi", children=[html.Div(k, className="kpi-label"),
+                                                html.Div(str(v), className="kpi-value"),
                                                 html.Div(s, className="kpi-sub")]) for k, v, s in tiles]
 
 
@@ -140,7 +143,8 @@ def plan_details(plan: IsolationPlan) -> html.Table:
                  ("below minimum after", _some([f"{n} ({g / 100.0:.1f} mbar)" for n, g in
                                                 zip(p.below_min, p.below_min_gauge_pa)])),
                  ("newly below minimum", _some(p.newly_below_min))]
-    return html.Table(className="zones", id="iso-details", children=[html.Tr([html.Th(k), html.Td(v)]) for k, v in rows])
+    return html.Table(className="zones", id="iso-details",
+                      children=[html.Tr([html.Th(k), html.Td(v)]) for k, v in rows])
 
 
 def layout(ctx: WallContext, search: str = "") -> html.Div:

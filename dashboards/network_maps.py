@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from pipetwin.dashboards.figures import BACKGROUND, N_CLASSES, TEXT, UNSUPPLIED, Geometry, classes, nice_range, segments
+from pipetwin.dashboards.figures import BACKGROUND, N_CLASSES, TEXT, UNSUPPLIED, Geometry, classes, nice_range
 from pipetwin.twin.model import LinkKind, NetworkModel, NodeKind
 
 # Okabe-Ito, in the order variants are drawn (the first is the baseline's)
@@ -76,6 +76,17 @@ def model_geometry(model: NetworkModel) -> Geometry:
                     point_quantity=empty)
 
 
+def gap_lines(geom: Geometry, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like ``figures.segments`` but as float arrays with NaN gaps: a static map is sent once, and
+    numpy arrays skip plotly's per-element validation (seconds on a few thousand pipes)."""
+    idx = np.asarray(idx, np.int64)
+    xs = np.full(3 * len(idx), np.nan)
+    ys = np.full(3 * len(idx), np.nan)
+    xs[0::3], xs[1::3] = geom.x[geom.fr[idx]], geom.x[geom.to[idx]]
+    ys[0::3], ys[1::3] = geom.y[geom.fr[idx]], geom.y[geom.to[idx]]
+    return np.round(xs, 2), np.round(ys, 2)
+
+
 def class_colours(scale: str = "Cividis") -> list[str]:
     return sample_colorscale(scale, [(k + 0.5) / N_CLASSES for k in range(N_CLASSES)])
 
@@ -86,10 +97,10 @@ def coloured_pipe_traces(geom: Geometry, values: np.ndarray, dead: np.ndarray, l
     c = classes(values, lo, hi)
     traces = []
     for k, colour in enumerate(class_colours(scale)):
-        xs, ys = segments(geom, np.flatnonzero((c == k) & ~dead & np.isfinite(values)))
+        xs, ys = gap_lines(geom, np.flatnonzero((c == k) & ~dead & np.isfinite(values)))
         traces.append(go.Scattergl(x=xs, y=ys, mode="lines", line=dict(color=colour, width=width),
                                    hoverinfo="skip", showlegend=False, name=f"class {k}"))
-    xs, ys = segments(geom, np.flatnonzero(dead))
+    xs, ys = gap_lines(geom, np.flatnonzero(dead))
     traces.append(go.Scattergl(x=xs, y=ys, mode="lines", line=dict(color=UNSUPPLIED, width=width, dash="dot"),
                                hoverinfo="skip", name="unsupplied", showlegend=False))
     return traces

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from dash import dash_table, dcc, html
 
 from pipetwin.dashboards.context import GRAPH_CONFIG, WallContext
-from pipetwin.dashboards.figures import PANEL, TEXT, Geometry, Units, pressure_units, segments
-from pipetwin.dashboards.network_maps import (MARK, VARIANT_COLOURS, coloured_pipe_traces, dark_layout,
+from pipetwin.dashboards.figures import PANEL, TEXT, Geometry, Units, pressure_units
+from pipetwin.dashboards.network_maps import (MARK, VARIANT_COLOURS, coloured_pipe_traces, dark_layout, gap_lines,
                                               load_model, model_geometry, resolve_network, shared_range)
 
 SCHEMA = "pipetwin.whatif/1"
@@ -83,7 +83,10 @@ def study_geometry(study: dict, ctx: WallContext | None = None) -> Geometry:
     rows = [r for r in study["nodes"] if r["variant"] == first]
     ids = np.asarray([r["node"] for r in rows], dtype=object)
     if ctx is not None:
-        geom = ctx.geometry()
+        try:
+            geom = ctx.geometry()
+        except Exception:       # Redis unreachable: the study page works from its files alone
+            geom = None
         if geom is not None and len(ids) and set(ids) <= set(geom.node_ids):
             return geom
     empty = np.asarray([], dtype=object)
@@ -194,7 +197,7 @@ def timeline_figure(study: dict, height: int = 560) -> go.Figure:
     return fig
 
 
-def variants_map(study: dict, geom: Geometry, height_per_row: int = 430) -> go.Figure:
+def variants_map(study: dict, geom: Geometry, height_per_row: int = 520) -> go.Figure:
     """One map per variant, side by side: pipes and nodes coloured by the lowest pressure over the
     study on one shared scale, anything cut off at some tick grey and dotted, the elements the
     variant changes marked. Panning one map pans them all."""
@@ -248,7 +251,7 @@ def variants_map(study: dict, geom: Geometry, height_per_row: int = 430) -> go.F
                                    legendgroup="dead", showlegend=k == 0, hoverinfo="skip",
                                    marker=dict(size=4, color="#6b6b6b")), row=row, col=col)
         nodes_c, links_c = changed_elements(words.get(name, []), geom)
-        xs, ys = segments(geom, links_c)
+        xs, ys = gap_lines(geom, links_c)
         fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name="changed", legendgroup="changed",
                                    showlegend=False, line=dict(color=MARK, width=6), hoverinfo="skip"),
                       row=row, col=col)
@@ -262,8 +265,9 @@ def variants_map(study: dict, geom: Geometry, height_per_row: int = 430) -> go.F
     dark_layout(fig, nrows * height_per_row)
     fig.update_xaxes(matches="x")
     fig.update_yaxes(matches="y")
-    fig.update_layout(yaxis=dict(scaleanchor="x", scaleratio=1), uirevision="study-maps",
-                      margin=dict(l=8, r=8, t=40, b=8))
+    fig.update_layout(yaxis=dict(scaleanchor="x", scaleratio=1), uirevision="study-maps", showlegend=True,
+                      margin=dict(l=8, r=8, t=40, b=40),
+                      legend=dict(orientation="h", y=0.0, yanchor="top", x=0.0, bgcolor="rgba(0,0,0,0)"))
     fig.update_annotations(font=dict(size=16, color=TEXT))
     return fig
 
@@ -287,13 +291,14 @@ def study_view(ctx: WallContext, entry: dict) -> html.Div:
         html.Div(className="actions", children=[
             html.A("open the HTML report", href=f"{base}/report.html", target="_blank", id="study-report",
                    className="btn"),
-            html.A("variants.csv", href=f"{base}/variants.csv"), html.A("comparison.csv", href=f"{base}/comparison.csv"),
+            html.A("variants.csv", href=f"{base}/variants.csv"),
+            html.A("comparison.csv", href=f"{base}/comparison.csv"),
             html.A("ticks.csv", href=f"{base}/ticks.csv")]),
         html.H3("variants"),
         data_table(variant_rows(study), "study-variants"),
         html.H3("the variants on the map (lowest pressure over the study)"),
         html.Div("" if len(geom.link_ids) else "the study's network file was not found: nodes only",
-                 className="quiet"),
+                 className="quiet", id="study-map-note"),
         dcc.Graph(id="study-maps", figure=variants_map(study, geom), config=GRAPH_CONFIG),
         html.H3("over time"),
         dcc.Graph(id="study-timeline", figure=timeline_figure(study), config=GRAPH_CONFIG),
