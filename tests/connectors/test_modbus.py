@@ -204,6 +204,31 @@ async def test_failed_request_marks_its_points_bad(points, server, field, kind):
 
 
 @on_server
+@pytest.mark.parametrize("connections", [1, 4])
+async def test_a_polls_reads_run_concurrently_over_its_connections(points, server, field, connections):
+    """Three hung requests (no reply until the 0.3 s timeout) cost one timeout when they sit on
+    three connections, three timeouts in a row on one."""
+    async with _poller(points, server, max_count=4, timeout_s=0.3, connections=connections) as poller:
+        assert len(poller.requests) == 12 and len(poller._lanes) == connections
+        hung = [points.ids[poller.rows[r.members[0]]] for r in poller.requests[:3]]   # lanes 0, 1, 2 of 4
+        await poller.poll_once()                                  # connect outside the timing
+        for pid in hung:
+            server.set_fault(pid, "timeout")
+        t = time.perf_counter()
+        batch = await poller.poll_once()
+        wall = time.perf_counter() - t
+        bad = {p for p, (_, q) in _by_point(batch).items() if q == BAD}
+        assert bad == {points.ids[poller.rows[i]] for r in poller.requests[:3] for i in r.members}
+        assert poller.stats.requests == 24 and poller.stats.errors == 3
+        if connections == 1:
+            assert wall >= 0.85
+        else:
+            assert wall < 0.75
+        server.clear_faults()
+        assert set((await poller.poll_once()).column("quality").to_pylist()) == {GOOD}
+
+
+@on_server
 async def test_server_restart_reconnects_and_continues(points, server, field):
     async with _poller(points, server) as poller:
         assert set((await poller.poll_once()).column("quality").to_pylist()) == {GOOD}

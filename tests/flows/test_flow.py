@@ -170,3 +170,29 @@ def test_two_networks_in_one_flow(network):
     assert sorted(by_network) == ["north", "schutterwald"]
     assert len(by_network["north"]) == len(by_network["schutterwald"]) == 6
     assert not np.allclose(by_network["north"][-1].sensor_measured, by_network["schutterwald"][-1].sensor_measured)
+
+
+def test_late_data_policy(network):
+    """A tick closes once the newest event time seen passes its end by the lateness; until then a
+    straggler still counts; after, it is late: counted in the next tick, not used (the point keeps
+    its value in the closed tick, and the next tick holds the newer value it already had)."""
+    from pipetwin.flows.steps.align import TickAligner
+
+    _, points = network
+    aligner = TickAligner(points, "schutterwald", tick_s=1.0, lateness_s=0.5, max_age_s=60.0)
+    s = 1_000_000_000
+    t0 = 1_700_000_000 * s
+    row = points.ids.index("PT-001")
+
+    def add(ts_offset_s, value, point="PT-001"):
+        return aligner.add(readings_batch([point], [t0 + int(ts_offset_s * s)], [value], 0, "x"))
+
+    assert add(0.2, 2.0e5) == [] and add(1.4, 2.3e5, "PT-002") == []     # 1.4 < 1.0 + 0.5: tick 1 still open
+    assert add(0.9, 2.1e5) == []                                          # a straggler within the lateness: used
+    closed = add(1.5, 2.4e5, "PT-002")                                    # watermark 1.5 closes (0, 1]
+    assert [t.ts_ns for t in closed] == [t0 + s] and closed[0].values[row] == 2.1e5 and closed[0].late == 0
+    assert add(0.95, 9.9e5) == []                                         # late: its tick has closed
+    assert aligner.late == 1
+    nxt = add(2.6, 2.5e5, "PT-002")
+    assert [t.ts_ns for t in nxt] == [t0 + 2 * s] and nxt[0].late == 1
+    assert nxt[0].values[row] == 2.1e5                                    # the late 9.9e5 never reached a tick
