@@ -55,29 +55,53 @@ class ModbusSource(FixedPartitionedSource[pa.RecordBatch, int]):
 
 class _ModbusPartition(StatefulSourcePartition[pa.RecordBatch, int]):
     """One device. The asyncio ``ModbusPoller`` runs on a private event loop that only turns
-    inside ``next_batch`` (``run_until_complete``), the way bytewax's ``batch_async`` drives async
-    clients. Why not a thread or the sync client: one implementation of polling, backoff and
-    counters serves both asyncio users and bytewax; there is no thread to leak or synchronize
-    with bytewax's worker; and a poll blocks the worker for about one round trip per request and
-    connection (its reads run concurrently), at most one timeout per request a lane makes. Socket events that arrive between polls (a server closing
-    the connection) are handled when the loop next turns, which is when the poll needs them.
+    inside ``next_batch``, and never blocks it: a due poll is started as a task, each call runs
+    the loop's ready work without waiting for I/O (requests go out, replies that arrived are
+    read), and returns ``[]`` until the poll is done, asking to be called again ``turn_s`` later.
+    A poll's round trips would otherwise be time bytewax's one worker thread waits with every
+    other step held up (measured: about 50 ms per poll of 16 reads on a busy machine, times 8
+    devices a second at 10,000 points), and the polls of all devices now overlap.
+
+    Why not a thread or the sync client: one implementation of polling, backoff and counters
+    serves both asyncio users and bytewax; there is no thread to leak or synchronize with
+    bytewax's worker. Socket events that arrive between polls (a server closing the connection)
+    are handled when the loop next turns, which is when the poll needs them.
     """
+
+    turn_s = 0.005      # while a poll is in flight: how soon to look again (the replies' extra delay)
 
     def __init__(self, poller: ModbusPoller, max_polls: int | None, polls_done: int):
         self._poller, self._max_polls, self._polls = poller, max_polls, polls_done
         self._loop = asyncio.new_event_loop()
         self._period = timedelta(seconds=poller.period_s)
-        self._next_awake = datetime.now(timezone.utc)
+        self._due = datetime.now(timezone.utc)               # the poll schedule
+        self._next_awake = self._due
+        self._task: asyncio.Task | None = None
 
     def next_batch(self) -> list[pa.RecordBatch]:
-        if self._max_polls is not None and self._polls >= self._max_polls:
-            raise StopIteration()
-        batch = self._loop.run_until_complete(self._poller.poll_once())
+        if self._task is None:
+            if self._max_polls is not None and self._polls >= self._max_polls:
+                raise StopIteration()
+            self._task = self._loop.create_task(self._poller.poll_once())
+        self._turn()
+        if not self._task.done():
+            self._next_awake = datetime.now(timezone.utc) + timedelta(seconds=self.turn_s)
+            return []
+        batch = self._task.result()
+        self._task = None
         self._polls += 1
         now = datetime.now(timezone.utc).timestamp()
-        nxt = next_deadline(self._next_awake.timestamp(), self._period.total_seconds(), now)
-        self._next_awake = datetime.fromtimestamp(nxt, timezone.utc)
+        nxt = next_deadline(self._due.timestamp(), self._period.total_seconds(), now)
+        self._due = self._next_awake = datetime.fromtimestamp(nxt, timezone.utc)
         return [batch]
+
+    def _turn(self, max_rounds: int = 64) -> None:
+        """Run the loop until it has nothing ready (I/O polled, never waited for)."""
+        for _ in range(max_rounds):
+            self._loop.call_soon(self._loop.stop)
+            self._loop.run_forever()
+            if self._task.done() or not self._loop._ready:     # noqa: SLF001 (asyncio has no public "idle")
+                return
 
     def next_awake(self) -> datetime | None:
         return self._next_awake
@@ -87,6 +111,9 @@ class _ModbusPartition(StatefulSourcePartition[pa.RecordBatch, int]):
 
     def close(self) -> None:
         if not self._loop.is_closed():
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
+                self._loop.run_until_complete(asyncio.gather(self._task, return_exceptions=True))
             self._loop.run_until_complete(self._poller.close())
             self._loop.run_until_complete(asyncio.sleep(0))     # let the transport finish closing
             self._loop.close()

@@ -301,10 +301,20 @@ async def test_partition_snapshot_resumes_the_poll_count(points, server, field):
     source = _source(points, server, max_polls=3)
     assert source.list_parts() == [f"127.0.0.1:{server.bound_port}/1"]
 
+    def next_poll(part):
+        """A poll's batch: ``next_batch`` returns [] while the poll's replies are on their way."""
+        for _ in range(2000):
+            got = part.next_batch()
+            if got:
+                return got
+            assert part.next_awake() is not None
+            time.sleep(0.001)
+        raise AssertionError("no poll finished")
+
     def pull(resume_state, n):
         part = source.build_part("modbus", source.list_parts()[0], resume_state)
         try:
-            got = [part.next_batch() for _ in range(n)]
+            got = [next_poll(part) for _ in range(n)]
             with pytest.raises(StopIteration):
                 part.next_batch()
             return got, part.snapshot(), part.next_awake()
@@ -315,6 +325,32 @@ async def test_partition_snapshot_resumes_the_poll_count(points, server, field):
     assert state == 3 and all(len(b) == 1 for b in first)
     again, state, awake = await asyncio.to_thread(pull, 1, 2)    # resumed after one poll: two more
     assert state == 3 and len(again) == 2 and awake is not None
+
+
+@on_server
+async def test_a_poll_in_flight_never_blocks_the_worker(points, server, field):
+    """A hung read (no reply until its timeout) leaves ``next_batch`` returning [] at once; the
+    poll's batch comes on a later call, its hung points BAD."""
+    source = ModbusSource(points, "127.0.0.1", server.bound_port, period_s=0.05, timeout_s=0.5, max_polls=1, max_count=4)
+    part = source.build_part("modbus", source.list_parts()[0], None)
+    server.set_fault("PT-003", "timeout")
+
+    def drive():
+        calls = []
+        try:
+            while True:
+                t = time.perf_counter()
+                got = part.next_batch()
+                calls.append(time.perf_counter() - t)
+                if got:
+                    return got, calls
+                time.sleep(0.005)
+        finally:
+            part.close()
+
+    (batch,), calls = await asyncio.to_thread(drive)
+    assert sum(calls) > 0 and max(calls) < 0.25 and len(calls) > 10      # the 0.5 s timeout was never waited on
+    assert _by_point(batch)["PT-003"][1] == BAD and _by_point(batch)["PT-005"][1] == GOOD
 
 
 def test_server_rejects_unknown_points_and_fault_kinds(points):
