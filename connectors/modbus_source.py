@@ -20,8 +20,9 @@ class ModbusSource(FixedPartitionedSource[pa.RecordBatch, int]):
     schema holding a whole poll: bytewax's per-item overhead would dominate with one item per value.
 
     ``connections`` TCP connections per device carry a poll's reads concurrently (see
-    ``ModbusPoller``): the partitions take turns on bytewax's one worker thread, so a poll's wall
-    time is time every other step waits.
+    ``ModbusPoller``), and a poll in flight never holds up bytewax's worker thread (see
+    ``_ModbusPartition``); ``wait_for_poll=True`` makes ``next_batch`` wait for the poll's
+    replies instead (the flow as first built; ``pipetwin bench flow`` compares the two).
 
     ``max_polls`` ends each partition after that many polls (tests, bounded replays). The
     snapshot is the partition's poll count: there is nothing to seek back to in a live device,
@@ -34,11 +35,11 @@ class ModbusSource(FixedPartitionedSource[pa.RecordBatch, int]):
     def __init__(self, points: PointTable, host: str, port: int = 502, *, period_s: float = 1.0,
                  timeout_s: float = 1.0, source: str | None = None, max_polls: int | None = None,
                  max_gap: int = 8, max_count: int = MAX_READ_REGISTERS, backoff_s: float = 0.1,
-                 backoff_max_s: float = 10.0, connections: int = 4):
+                 backoff_max_s: float = 10.0, connections: int = 4, wait_for_poll: bool = False):
         self.points, self.host, self.port = points, host, port
         self.period_s, self.timeout_s, self.source, self.max_polls = period_s, timeout_s, source, max_polls
         self.max_gap, self.max_count, self.backoff_s, self.backoff_max_s = max_gap, max_count, backoff_s, backoff_max_s
-        self.connections = connections
+        self.connections, self.wait_for_poll = connections, wait_for_poll
 
     def list_parts(self) -> list[str]:
         units = sorted({self.points.address[r].unit for r in self.points.select("modbus")})
@@ -50,7 +51,7 @@ class ModbusSource(FixedPartitionedSource[pa.RecordBatch, int]):
                               timeout_s=self.timeout_s, source=self.source, unit=unit,
                               max_gap=self.max_gap, max_count=self.max_count, backoff_s=self.backoff_s,
                               backoff_max_s=self.backoff_max_s, connections=self.connections)
-        return _ModbusPartition(poller, self.max_polls, resume_state or 0)
+        return _ModbusPartition(poller, self.max_polls, resume_state or 0, self.wait_for_poll)
 
 
 class _ModbusPartition(StatefulSourcePartition[pa.RecordBatch, int]):
@@ -70,8 +71,9 @@ class _ModbusPartition(StatefulSourcePartition[pa.RecordBatch, int]):
 
     turn_s = 0.005      # while a poll is in flight: how soon to look again (the replies' extra delay)
 
-    def __init__(self, poller: ModbusPoller, max_polls: int | None, polls_done: int):
+    def __init__(self, poller: ModbusPoller, max_polls: int | None, polls_done: int, wait_for_poll: bool = False):
         self._poller, self._max_polls, self._polls = poller, max_polls, polls_done
+        self._wait = wait_for_poll
         self._loop = asyncio.new_event_loop()
         self._period = timedelta(seconds=poller.period_s)
         self._due = datetime.now(timezone.utc)               # the poll schedule
@@ -83,6 +85,8 @@ class _ModbusPartition(StatefulSourcePartition[pa.RecordBatch, int]):
             if self._max_polls is not None and self._polls >= self._max_polls:
                 raise StopIteration()
             self._task = self._loop.create_task(self._poller.poll_once())
+        if self._wait:
+            self._loop.run_until_complete(self._task)
         self._turn()
         if not self._task.done():
             self._next_awake = datetime.now(timezone.utc) + timedelta(seconds=self.turn_s)

@@ -358,19 +358,21 @@ STEP_PA = 16.0       # values are quantized to STEP_PA, then + (k % MOD) Pa
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """How the flow under test is set up: ``before`` is the flow as session 1 measured it
-    (historian flushes on bytewax's worker thread, one Modbus connection: a poll's reads in
-    series), ``after`` the product defaults (historian writer thread, 4 connections per device).
+    (historian flushes on bytewax's worker thread; a Modbus poll's reads in series on one
+    connection, the worker waiting for them), ``after`` the product defaults (historian writer
+    thread; 4 connections per device, polls in flight while the worker goes on).
     ``numba_threads``: the flow process's numba thread count (None: numba's default)."""
 
     name: str
     historian_thread: bool
     modbus_connections: int
+    modbus_wait: bool
     numba_threads: int | None = None
 
 
-BEFORE = Variant("before", historian_thread=False, modbus_connections=1)
+BEFORE = Variant("before", historian_thread=False, modbus_connections=1, modbus_wait=True)
+AFTER = Variant("after", historian_thread=True, modbus_connections=4, modbus_wait=False)
 LATENESS_SWEEP_S = (0.1, 0.2, 0.5, 1.0)     # the full run's 0.3 s is the before/after pair
-AFTER = Variant("after", historian_thread=True, modbus_connections=4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -554,7 +556,7 @@ def _flow_main(layout: Layout, opcua_ports: list[int], modbus_ports: list[int], 
     for s, port in enumerate(modbus_ports):
         sub = subset(table, np.flatnonzero((where[:, 0] == 1) & (where[:, 1] == s)))
         sources.append(ModbusSource(sub, "127.0.0.1", port, period_s=1.0, max_polls=int(run_s),
-                                    connections=variant.modbus_connections))
+                                    connections=variant.modbus_connections, wait_for_poll=variant.modbus_wait))
     sink = RedisSink(redis_url)
     sinks = FlowSinks(states=[sink], historian=historian)
     flow = build_flow(sources, model, table, sinks, time.time_ns, lambda: [],
@@ -739,7 +741,8 @@ def latency_case(layout: Layout, seconds: float, warm_s: float, lateness_s: floa
     variant = variant or AFTER
     fig = bench_latency(layout, seconds, warm_s, lateness_s, tmp, historian, variant)
     how = {"variant": variant.name, "historian_writer": "thread" if variant.historian_thread else "worker",
-           "modbus_connections": variant.modbus_connections, "numba_threads": variant.numba_threads or "default"}
+           "modbus_connections": variant.modbus_connections, "modbus_poll": "wait" if variant.modbus_wait else "overlap",
+           "numba_threads": variant.numba_threads or "default"}
     if not fig or "latency_p99_ms" not in fig:
         _line("latency", points=layout.n, servers=layout.opcua + layout.modbus, mix=layout.describe(),
               error="no_states_in_redis", **how, **fig)
