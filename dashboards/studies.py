@@ -197,6 +197,14 @@ def timeline_figure(study: dict, height: int = 560) -> go.Figure:
     return fig
 
 
+def _first(shown: set, key: str, count: int) -> bool:
+    """Legend entry on the first map where the marker has something to show (once per figure)."""
+    if count == 0 or key in shown:
+        return False
+    shown.add(key)
+    return True
+
+
 def variants_map(study: dict, geom: Geometry, height_per_row: int = 520) -> go.Figure:
     """One map per variant, side by side: pipes and nodes coloured by the lowest pressure over the
     study on one shared scale, anything cut off at some tick grey and dotted, the elements the
@@ -224,6 +232,7 @@ def variants_map(study: dict, geom: Geometry, height_per_row: int = 520) -> go.F
     nrows = max(1, -(-len(variants) // cols))
     fig = make_subplots(rows=nrows, cols=cols, subplot_titles=variants, horizontal_spacing=0.01,
                         vertical_spacing=0.05)
+    legend: set = set()
     for k, name in enumerate(variants):
         row, col = k // cols + 1, k % cols + 1
         p, hours_un, hours_low = per[name]
@@ -243,12 +252,13 @@ def variants_map(study: dict, geom: Geometry, height_per_row: int = 520) -> go.F
             hovertemplate="%{text}<extra></extra>", text=text), row=row, col=col)
         low = np.flatnonzero((hours_low > 0) & ~dead_node)
         fig.add_trace(go.Scattergl(x=geom.x[low], y=geom.y[low], mode="markers", name="below minimum",
-                                   legendgroup="low", showlegend=k == 0,
+                                   legendgroup="low", showlegend=_first(legend, "low", len(low)),
                                    marker=dict(symbol="circle-open", size=9, color="#E69F00", line=dict(width=2)),
                                    hoverinfo="skip"), row=row, col=col)
         dn = np.flatnonzero(dead_node)
         fig.add_trace(go.Scattergl(x=geom.x[dn], y=geom.y[dn], mode="markers", name="cut off at some tick",
-                                   legendgroup="dead", showlegend=k == 0, hoverinfo="skip",
+                                   legendgroup="dead", showlegend=_first(legend, "dead", len(dn)),
+                                   hoverinfo="skip",
                                    marker=dict(size=4, color="#6b6b6b")), row=row, col=col)
         nodes_c, links_c = changed_elements(words.get(name, []), geom)
         xs, ys = gap_lines(geom, links_c)
@@ -259,7 +269,8 @@ def variants_map(study: dict, geom: Geometry, height_per_row: int = 520) -> go.F
         my = np.concatenate([geom.mid_y[links_c], geom.y[nodes_c]])
         labels = list(geom.link_ids[links_c]) + list(geom.node_ids[nodes_c])
         fig.add_trace(go.Scattergl(x=mx, y=my, mode="markers", name="changed element", legendgroup="changed",
-                                   showlegend=k == 0, text=labels, hovertemplate="%{text}<extra>changed</extra>",
+                                   showlegend=_first(legend, "changed", len(labels)), text=labels,
+                                   hovertemplate="%{text}<extra>changed</extra>",
                                    marker=dict(symbol="x", size=15, color=MARK, line=dict(color="#000", width=1))),
                       row=row, col=col)
     dark_layout(fig, nrows * height_per_row)
