@@ -1,8 +1,9 @@
 """The wall: the network live on a map, the headline figures, open alerts and the last hours.
 
 One short poll (``poll_ms``, 500 ms by default) asks Redis for the latest tick's timestamp only
-(one GET of a small JSON); when it moved, the callback reads the state and sends a patch with what
-changed. So the wall shows a new state within about half a second plus drawing time, and an idle
+(one GET of a small JSON); when it moved, the callback reads the state and sends a compact frame
+that the browser draws itself (figures.map_frame, assets/wall.js); the figure and the network's
+geometry travel once per page load. So the wall shows a new state within about half a second plus drawing time, and an idle
 wall costs one tiny request per poll.
 """
 
@@ -11,12 +12,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import numpy as np
-from dash import Input, Output, State, dcc, html, no_update
+from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from pipetwin.dashboards.context import GRAPH_CONFIG, WallContext
-from pipetwin.dashboards.figures import (SEVERITY_COLOURS, map_figure, map_update, pressure_units, strip_extend,
-                                         strip_figure, strip_rows)
+from pipetwin.dashboards.figures import (SEVERITY_COLOURS, geometry_arrays, map_figure, map_frame, pressure_units,
+                                         strip_extend, strip_figure, strip_rows)
 
 STRIP_TICKS = 3600          # the strip's history: the last hour at 1 s ticks
 
@@ -47,6 +48,7 @@ def layout(ctx: WallContext) -> html.Div:
         ]),
         dcc.Graph(id="wall-strip", config=GRAPH_CONFIG, figure={"layout": {"template": "plotly_dark"}}),
         dcc.Store(id="wall-memo", data={}),
+        dcc.Store(id="wall-base"), dcc.Store(id="wall-geo"), dcc.Store(id="wall-frame"),
     ])
 
 
@@ -75,7 +77,8 @@ def kpi_tiles(summary: dict, alerts: list[dict], medium: str, n_sensors: int) ->
          else None),
         ("unsupplied nodes", str(summary.get("unsupplied_nodes", 0)), None),
         ("twin", "converged" if summary.get("converged") else "NOT converged",
-         f"χ² {_fmt(summary.get('chi2'), 3)} · {_fmt(summary.get('solve_ms'), 3, 'ms')} · lag {lag:.1f} s"),
+         f"χ² {_fmt(summary.get('chi2'), 3)} · {_fmt(summary.get('solve_ms'), 3, 'ms')} · "
+         + (f"lag {lag:.1f} s" if lag < 3600 else "replay")),
     ]
     out = [html.Div(className="kpi", children=[html.Div(label, className="kpi-label"),
                                                html.Div(value, className="kpi-value"),
@@ -112,10 +115,14 @@ def zone_rows(summary: dict) -> html.Table:
 
 
 def register(app, ctx: WallContext) -> None:
+    app.clientside_callback(ClientsideFunction(namespace="wall", function_name="draw"),
+                            Output("wall-map", "figure"), Output("wall-ts", "children"), Output("wall-ts", "data-ts"),
+                            Input("wall-frame", "data"), State("wall-base", "data"), State("wall-geo", "data"))
+
     @app.callback(
-        Output("wall-map", "figure"), Output("wall-strip", "figure"), Output("wall-memo", "data"),
+        Output("wall-base", "data"), Output("wall-geo", "data"), Output("wall-frame", "data"),
+        Output("wall-strip", "figure"), Output("wall-memo", "data"),
         Output("wall-kpis", "children"), Output("wall-alerts", "children"), Output("wall-zones", "children"),
-        Output("wall-ts", "children"), Output("wall-ts", "data-ts"),
         Input("tick", "n_intervals"), Input("wall-quantity", "value"), Input("wall-contours", "value"),
         State("wall-memo", "data"))
     def refresh(_n, quantity, contours, memo):
@@ -134,31 +141,34 @@ def register(app, ctx: WallContext) -> None:
             raise PreventUpdate
         alerts = ctx.store.open_alerts()
         alert_children = alert_items(alerts)
+        n_sensors = int(np.isin(geom.point_quantity, ["pressure", "flow"]).sum())
         if not fresh and memo.get("ts") == ts:        # only the alerts moved (e.g. an acknowledgement)
             memo = {**memo, "alerts": alerts_version}
-            return (no_update, no_update, memo, kpi_tiles(summary, alerts, geom.medium, len(geom.point_ids)),
-                    alert_children, no_update, no_update, no_update)
+            return (no_update, no_update, no_update, no_update, memo,
+                    kpi_tiles(summary, alerts, geom.medium, n_sensors), alert_children, no_update)
         state = ctx.store.state()
         if state is None:
             raise PreventUpdate
         stamp = datetime.fromtimestamp(ts / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        if fresh or memo.get("map") is None:
-            fig, map_memo = map_figure(geom, state, quantity, bool(contours))
-            map_out = fig
+        frame = map_frame(geom, state, quantity, bool(contours))
+        frame["stamp"] = stamp
+        if fresh or memo.get("strip_id") is None:
+            base, _ = map_figure(geom, None, quantity, bool(contours))
+            geo = geometry_arrays(geom)
             last_id, history = ctx.store.recent(STRIP_TICKS)
             strip_out = strip_figure(history, geom.medium)
             rows, shown = strip_rows(history), len(history)
         else:
-            map_out, map_memo = map_update(geom, state, quantity, bool(contours), memo["map"])
+            base, geo = no_update, no_update
             last_id, new = ctx.store.after(memo["strip_id"])
             rows, shown = memo["strip_rows"], memo["strip_n"] + len(new)
             drop = max(0, shown - STRIP_TICKS)
             shown -= drop
             strip_out = strip_extend(new, rows, geom.medium, drop) if new else no_update
-        memo = {"view": view, "ts": ts, "alerts": alerts_version, "map": map_memo, "strip_id": last_id,
-                "strip_rows": rows, "strip_n": shown}
-        return (map_out, strip_out, memo, kpi_tiles(state["summary"], alerts, geom.medium, len(geom.point_ids)),
-                alert_children, zone_rows(state["summary"]), stamp, str(ts))
+        memo = {"view": view, "ts": ts, "alerts": alerts_version, "strip_id": last_id, "strip_rows": rows,
+                "strip_n": shown}
+        return (base, geo, frame, strip_out, memo, kpi_tiles(state["summary"], alerts, geom.medium, n_sensors),
+                alert_children, zone_rows(state["summary"]))
 
     @app.callback(Output("url", "href", allow_duplicate=True), Input("wall-map", "clickData"),
                   prevent_initial_call=True)

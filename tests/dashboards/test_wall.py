@@ -31,31 +31,50 @@ def test_the_store_reads_what_the_flow_wrote(ctx, wall_data):
     assert ctx.store.after(last_id) == (last_id, [])
 
 
-def test_map_draws_every_pipe_once_and_patches_nothing_when_nothing_changed(ctx):
+def test_map_draws_every_pipe_once_with_isobars_and_sensors(ctx):
     geom, state = ctx.geometry(), ctx.store.state()
-    fig, memo = figures.map_figure(geom, state, "pressure")
-    drawn = sum(sum(1 for v in fig.data[figures.T_PIPES + k].x if v is None) for k in range(figures.N_CLASSES))
-    drawn += sum(1 for v in fig.data[figures.T_UNSUPPLIED].x if v is None)
+    fig, _ = figures.map_figure(geom, state, "pressure")
+    data = fig["data"]
+    drawn = sum(sum(1 for v in data[figures.T_PIPES + k]["x"] if v is None) for k in range(figures.N_CLASSES))
+    drawn += sum(1 for v in data[figures.T_UNSUPPLIED]["x"] if v is None)
     assert drawn == len(geom.link_ids)
-    colours = np.array([np.nan if c is None else c for c in fig.data[figures.T_NODES].marker.color], float)
-    assert np.isfinite(colours).sum() == (~state["nodes"]["unsupplied"].to_numpy(zero_copy_only=False)).sum()
-    assert fig.data[figures.T_CONTOUR].visible            # the isobars are on by default
-    changes, _ = figures.map_update(geom, state, "pressure", True, memo, patch=None)
-    assert {(t, p) for t, p, _ in changes} <= {(figures.T_SENSORS, p) for p in
-                                               ("x", "y", "marker.color", "text", "customdata")}
+    colours = np.array([np.nan if c is None else c for c in data[figures.T_NODES]["marker"]["color"]], float)
+    supplied = ~state["nodes"]["unsupplied"].to_numpy(zero_copy_only=False)
+    assert np.isfinite(colours).sum() == supplied.sum()
+    p = units_of(state)(state["nodes"]["pressure_pa"].to_numpy(zero_copy_only=False))
+    assert np.allclose(colours[supplied], p[supplied], atol=0.06)          # packed at 0.1 mbar
+    assert data[figures.T_CONTOUR]["visible"]             # the isobars are on by default
+    z = np.array(data[figures.T_CONTOUR]["z"], float)
+    inside = z[np.isfinite(z)]
+    assert len(inside) > 0.3 * z.size and p.min() - 0.01 <= inside.min() and inside.max() <= p.max() + 0.01
+    assert len(data[figures.T_SENSORS]["x"]) == np.isin(geom.point_quantity, ["pressure", "flow"]).sum()
 
 
-def test_a_pressure_change_moves_only_the_affected_pipes(ctx):
-    geom, state = ctx.geometry(), ctx.store.state()
-    _, memo = figures.map_figure(geom, state, "pressure")
+def units_of(state):
+    return figures.pressure_units("natural_gas", state["nodes"]["pressure_pa"].to_numpy(zero_copy_only=False))
+
+
+def test_a_frame_is_compact_and_moves_only_the_affected_pipes(ctx):
     import pyarrow as pa
+
+    geom, state = ctx.geometry(), ctx.store.state()
+    frame = figures.map_frame(geom, state, "pressure", True)
+    assert len(json.dumps(frame)) < 0.25 * len(json.dumps(figures.map_figure(geom, state)[0]))
+    lo, hi = frame["range"]
     p = state["nodes"]["pressure_pa"].to_numpy(zero_copy_only=False).copy()
-    lo, hi = memo["range"]
-    p[int(np.argmax(p))] = lo + 0.01 * (hi - lo)   # one node drops to the bottom class
-    nodes = state["nodes"].set_column(1, "pressure_pa", pa.array(p))
-    changes, _ = figures.map_update(geom, {**state, "nodes": nodes}, "pressure", False, memo, patch=None)
-    moved = {t for t, prop, _ in changes if figures.T_PIPES <= t < figures.T_UNSUPPLIED}
-    assert 0 < len(moved) < figures.N_CLASSES
+    i = int(np.argmax(p))
+    p[i] = lo + 0.01 * (hi - lo)                          # one node drops to the bottom class
+    moved = figures.map_frame(geom, {**state, "nodes": state["nodes"].set_column(1, "pressure_pa", pa.array(p))},
+                              "pressure", True)
+    changed = {k for k, (a, b) in enumerate(zip(frame["cls"], moved["cls"])) if a != b}
+    touching = set(np.flatnonzero((geom.fr == i) | (geom.to == i)).tolist())
+    assert changed and changed <= touching
+
+
+def test_pack_round_trips_at_display_resolution():
+    v = np.array([973.46, np.nan, 980.01, 1012.5])
+    out = figures.unpack(figures.pack(v, 0.1))
+    assert out[1] is None and np.allclose([out[0], out[2], out[3]], v[[0, 2, 3]], atol=0.05)
 
 
 def test_kpis_show_the_headline_figures(ctx):
