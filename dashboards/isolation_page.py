@@ -13,11 +13,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import dcc, html
+from dash import Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
 
 from pipetwin.dashboards.context import GRAPH_CONFIG, WallContext
 from pipetwin.dashboards.figures import UNSUPPLIED, Geometry
@@ -70,6 +71,9 @@ def plan_figure(geom: Geometry, plan: IsolationPlan, height: int = 720) -> go.Fi
                             (section, "isolated section", dict(color=MARK, width=6))):
         xs, ys = gap_lines(geom, idx)
         fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", line=line, name=name, hoverinfo="skip"))
+    fig.add_trace(go.Scattergl(x=np.round(geom.mid_x, 2), y=np.round(geom.mid_y, 2), mode="markers", name="pipes",
+                               marker=dict(size=6, opacity=0), customdata=geom.link_ids, showlegend=False,
+                               hovertemplate="%{customdata}<extra>click: plan this pipe</extra>"))
     cust = [nodes[n] for n in plan.customers_direct + plan.customers_downstream if n in nodes]
     fig.add_trace(go.Scattergl(x=geom.x[cust], y=geom.y[cust], mode="markers", name="customers cut off",
                                marker=dict(size=5, color="#a0a0a0"), text=geom.node_ids[cust],
@@ -172,10 +176,11 @@ def layout(ctx: WallContext, search: str = "") -> html.Div:
         html.H2(f"isolation plan · {pipe}", id="iso-title"),
         html.Div(f"network {path.name} · {plan.note}", className="quiet"),
         html.Div(className="actions", children=[
-            dcc.Link("back to the pipe", href=f"/asset?id={pipe}"),
-            *[dcc.Link(f"{h:g} h repair", href=f"/isolation?pipe={pipe}&hours={h:g}",
+            dcc.Link("back to the pipe", href=f"/asset?{urlencode({'id': pipe})}"),
+            *[dcc.Link(f"{h:g} h repair", href=f"/isolation?{urlencode({'pipe': pipe, 'hours': f'{h:g}'})}",
                        className="btn" if h == hours else "") for h in (2.0, 4.0, 8.0, 24.0)]]),
         html.Div(plan_tiles(plan), className="kpis", id="iso-kpis"),
+        dcc.Store(id="iso-hours", data=hours),
         html.Div(className="wall-main", children=[
             html.Div(className="wall-map", children=[
                 dcc.Graph(id="iso-map", figure=plan_figure(geom, plan), config=GRAPH_CONFIG)]),
@@ -184,5 +189,20 @@ def layout(ctx: WallContext, search: str = "") -> html.Div:
     ])
 
 
+def click_target(click: dict | None, hours: float | None = None) -> str | None:
+    """Where a click on the plan's map leads: the plan of the pipe clicked."""
+    points = (click or {}).get("points") or []
+    pipe = points[0].get("customdata") if points else None
+    if not isinstance(pipe, str):
+        return None
+    return f"/isolation?{urlencode({'pipe': pipe, **({'hours': f'{hours:g}'} if hours else {})})}"
+
+
 def register(app, ctx: WallContext) -> None:
-    """Nothing to wire: the page is drawn from its query (the drill-down links to it)."""
+    @app.callback(Output("url", "href", allow_duplicate=True), Input("iso-map", "clickData"),
+                  State("iso-hours", "data"), prevent_initial_call=True)
+    def replan(click, hours):
+        target = click_target(click, hours)
+        if target is None:
+            raise PreventUpdate
+        return target

@@ -137,6 +137,21 @@ def test_only_study_outputs_are_served(outputs):
     assert studies.study_file(root, "valve/nothing.html") is None
 
 
+def test_the_wall_serves_the_reports(outputs):
+    """The HTML reports open from the pages' links (the wall's own server, no Redis needed)."""
+    from pipetwin.dashboards.app import create_app
+
+    app = create_app("redis://127.0.0.1:1", "x", studies_dir=str(outputs["studies"]),
+                     reports_dir=str(outputs["reports"]))
+    client = app.server.test_client()
+    page = client.get("/study-files/valve/report.html")
+    assert page.status_code == 200 and b"plotly" in page.data and b"<script src=\"http" not in page.data
+    assert client.get("/carbon-files/valve-day/carbon_day.html").status_code == 200
+    assert client.get("/carbon-files/valve-day/carbon_sources.csv").data.startswith(b"path,kind,sha256")
+    assert client.get("/study-files/valve/history/readings.parquet").status_code == 404
+    assert client.get("/study-files/valve/..%2F..%2Freports/valve-day/carbon_day.html").status_code == 404
+
+
 def test_a_hand_written_study_without_its_network_draws_the_nodes(tmp_path):
     """A study whose network file is gone: the map falls back to the nodes table."""
     folder = tmp_path / "s"
@@ -243,6 +258,13 @@ def test_the_isolation_plan_on_the_map():
     shorter = isolation_page.layout(ctx, f"?pipe={BURST}&hours=2")
     tiles = {t.children[0].children: t.children[1].children for t in _find(shorter, "iso-kpis").children}
     assert tiles["customer-hours"] == "856"
+
+
+def test_a_click_on_the_plan_map_plans_that_pipe():
+    assert isolation_page.click_target({"points": [{"customdata": CLOSED}]}) == f"/isolation?pipe={CLOSED}"
+    assert isolation_page.click_target({"points": [{"customdata": "P 1"}]}, 4.0) == "/isolation?pipe=P+1&hours=4"
+    assert isolation_page.click_target({"points": [{"x": 1.0}]}) is None
+    assert isolation_page.click_target(None) is None
 
 
 def test_the_isolation_page_explains_what_is_missing():
