@@ -27,6 +27,9 @@ from pipetwin.connectors.reading import BAD
 from pipetwin.flows.contracts import Tick
 
 
+RECENT_ID_LISTS = 32     # id lists remembered by TickAligner._rows (one per poller is enough)
+
+
 class TickAligner:
     """Folds Reading batches into Ticks. Pure apart from its own arrays; ``snapshot`` is plain."""
 
@@ -43,6 +46,7 @@ class TickAligner:
         self.hour = {"start": -1, "ticks": 0, "available": np.zeros(n, np.int64)}
         self.availability: dict = {}
         self._ids = pa.array(points.ids, pa.string())
+        self._recent: list[tuple[pa.Array, np.ndarray]] = []
         self.open: dict[int, dict] = {}     # tick end ns -> {values, quality, ts, received}
         self.closed_until = 0               # every tick ending at or before this has been emitted
         self.watermark = 0
@@ -51,8 +55,19 @@ class TickAligner:
     def _tick_for(self, ts: np.ndarray) -> np.ndarray:
         return (ts // self.tick_ns + 1) * self.tick_ns       # a reading at exactly t belongs to (t, t+1]
 
+    def _rows(self, ids: pa.Array) -> np.ndarray:
+        """Point-table rows of ``ids`` (-1: unknown). A poller sends the same ids every poll, and
+        ``index_in`` hashes the whole point table on each call (milliseconds at 10,000 points),
+        so the last few id lists are remembered."""
+        for known, rows in self._recent:
+            if known.equals(ids):
+                return rows
+        rows = pc.fill_null(pc.index_in(ids, value_set=self._ids), -1).to_numpy().astype(np.int64)
+        self._recent = [(ids, rows), *self._recent[:RECENT_ID_LISTS - 1]]
+        return rows
+
     def add(self, batch: pa.RecordBatch) -> list[Tick]:
-        rows = pc.fill_null(pc.index_in(batch.column("point"), value_set=self._ids), -1).to_numpy().astype(np.int64)
+        rows = self._rows(batch.column("point"))
         ts = batch.column("ts").cast(pa.int64()).to_numpy()
         values = batch.column("value").to_numpy()
         quality = batch.column("quality").to_numpy()
