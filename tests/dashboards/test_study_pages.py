@@ -177,7 +177,8 @@ def test_a_hand_written_study_without_its_network_draws_the_nodes(tmp_path):
                                                                                           ts.type),
         "min_pressure_node": ["C", "B", "C"], "min_pressure_vs_baseline_pa": [0.0, -10_000.0, -20_000.0],
         "customers_below_min": [0, 0, 1], "customer_hours_below_min": [0.0, 0.0, 0.5],
-        "customers_unsupplied": [0, 1, 0], "customer_hours_unsupplied": [0.0, 0.167, 0.0]}), folder / "comparison.parquet")
+        "customers_unsupplied": [0, 1, 0], "customer_hours_unsupplied": [0.0, 0.167, 0.0]}),
+        folder / "comparison.parquet")
     pq.write_table(pa.table({
         "variant": [n for n in names for _ in range(2)], "ts": pa.concat_arrays([ts] * 3),
         "min_pressure_pa": [190_000.0, 195_000.0, 180_000.0, 185_000.0, 170_000.0, 175_000.0],
