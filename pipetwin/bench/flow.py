@@ -600,12 +600,14 @@ class _Observer(threading.Thread):
                                 int(state["summary"].get("ts_ns", 0))))
 
 
-def analyse(layout: Layout, table, where, states, logs: dict, warm_s: float, t0: float) -> dict:
+def analyse(layout: Layout, table, where, states, logs: dict, warm_s: float, t0: float, run_s: float) -> dict:
     """Per state: wall time minus the newest change it holds; per change: time to the first
     state holding it (or newer)."""
     ids = pa.array(table.ids, pa.string())
-    # states of the measured window: after the warm-up, and whose tick ended after changes began
-    states = [s for s in states if s[0] >= (t0 + warm_s) * S_NS]
+    # states of the measured window: ticks ending after the warm-up, and two seconds or more before
+    # the sources stop at t0 + run_s (the last ticks are closed by the end of input, not by
+    # later readings, and hold a part of a second's changes: shutdown, not streaming)
+    states = [s for s in states if (t0 + warm_s) * S_NS <= s[0] <= (t0 + run_s - 2.0) * S_NS]
     if not states:
         return {}
     n = len(table)
@@ -731,7 +733,7 @@ def bench_latency(layout: Layout, seconds: float, warm_s: float, lateness_s: flo
                 p.terminate()
         redis.close()
     logs = {k: v["log"] for k, v in results.items() if k in ("opcua", "modbus")}
-    fig = analyse(layout, table, where, observer.states, logs, warm_s, t0)
+    fig = analyse(layout, table, where, observer.states, logs, warm_s, t0, run_s)
     cpu = {f"{k}_cpu": round(v["cpu_s"] / v["wall_s"], 2) for k, v in results.items()}
     return {**fig, **cpu}
 
