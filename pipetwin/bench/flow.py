@@ -760,33 +760,41 @@ def latency_case(layout: Layout, seconds: float, warm_s: float, lateness_s: floa
 # ------------------------------------------------------------------------------------------------
 
 
-def main(quick: bool = False, shared: str | None = None) -> int:
+def main(quick: bool = False, shared: str | None = None, only: str | None = None) -> int:
+    """``only``: one of ``throughput``, ``ticks``, ``latency`` (default: all three)."""
     import logging
 
+    if only not in (None, "throughput", "ticks", "latency"):
+        raise ValueError(f"bench flow: --only {only!r} is not throughput, ticks or latency")
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     root = Path(shared) if shared else default_shared()
+    run = lambda part: only in (None, part)     # noqa: E731
     with tempfile.TemporaryDirectory(prefix="pipetwin-bench-flow-") as tmp_name:
         tmp = Path(tmp_name)
         if quick:
-            bench_throughput(500, 10, 500, 1, tmp)
-            bench_ticks(root, 5, tmp, one_thread_too=False)
-            latency_case(Layout(1, 100, 1, 1, 200), 3.0, 2.5, 0.3, tmp / "lat", True, AFTER)
+            if run("throughput"):
+                bench_throughput(500, 10, 500, 1, tmp)
+            if run("ticks"):
+                bench_ticks(root, 5, tmp, one_thread_too=False)
+            if run("latency"):
+                latency_case(Layout(1, 100, 1, 1, 200), 4.0, 2.5, 0.3, tmp / "lat", True, AFTER)
             return 0
-        bench_throughput(10_000, 300, 10_000, 3, tmp)
-        bench_throughput(10_000, 120, 1_000, 1, tmp)
-        bench_ticks(root, 100, tmp)
-        field = Layout(2, 1000, 4, 2, 1000)                  # 10,000 points
-        # before / after side by side, same field, same lateness
-        for variant in (BEFORE, AFTER):
-            latency_case(field, 40.0, 8.0, 0.3, tmp / f"lat_{variant.name}", True, variant)
-        # the tick lateness: what each allowance costs (latency) and buys (fewer late readings)
-        for lateness_s in LATENESS_SWEEP_S:
-            latency_case(field, 30.0, 8.0, lateness_s, tmp / f"lat_late{lateness_s}", True, AFTER)
-        # the twin's numba kernels on one thread (a parallel kernel waits for every thread)
-        latency_case(field, 40.0, 8.0, 0.3, tmp / "lat_numba1", True, dataclasses.replace(AFTER, name="after_numba1",
-                                                                                          numba_threads=1))
+        if run("throughput"):
+            bench_throughput(10_000, 300, 10_000, 3, tmp)
+            bench_throughput(10_000, 120, 1_000, 1, tmp)
+        if run("ticks"):
+            bench_ticks(root, 100, tmp)
+        if run("latency"):
+            field = Layout(2, 1000, 4, 2, 1000)                  # 10,000 points
+            # before / after side by side: same field, same lateness, one after the other
+            one_thread = dataclasses.replace(AFTER, name="after_numba1", numba_threads=1)
+            for variant in (BEFORE, AFTER, one_thread):
+                latency_case(field, 40.0, 8.0, 0.3, tmp / f"lat_{variant.name}", True, variant)
+            # the tick lateness: what each allowance costs (latency) and buys (fewer late readings);
+            # on one numba thread, so the twin's kernels do not swamp the differences
+            for lateness_s in LATENESS_SWEEP_S:
+                latency_case(field, 30.0, 8.0, lateness_s, tmp / f"lat_late{lateness_s}", True, one_thread)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
