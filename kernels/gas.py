@@ -316,3 +316,50 @@ def gga_pressures(pi, supplied, free, p_old, p_new):
         if free[i] and pi[i] < 1.0:
             vacuum += 1
     return dp_max, vacuum
+
+
+@njit(cache=True)
+def settle_reversals(pipes, m_old, m_new, re_unit, re_edge, re_plateau, flipped_before):
+    """Colebrook at every Re (pandapipes' law) makes lambda m|m| nearly a step at zero flow: flat
+    (about 6.3 (eta A / D)^2 per unit length, whatever the flow) up to Re ~ 3, then steep through
+    the linear segment below ``re_edge``. When a pipe's answer lies on that steep segment, a Newton
+    step taken on the flat side jumps over it to the other flat side and back, forever. A pipe that
+    reverses on two steps running, both times within ``re_plateau``, is put at zero flow: there the
+    linearisation is the steep segment's own, and the next step lands on its answer.
+
+    ``re_unit[t]`` is the flow of pipe slot t at Re 1; ``flipped_before`` (per slot) is read and
+    updated. Returns the number of pipes put at zero."""
+    settled = 0
+    for t in range(pipes.shape[0]):
+        k = pipes[t]
+        a = m_old[k]
+        b = m_new[k]
+        lim = re_plateau * re_unit[t]
+        flip = a * b < 0.0 and abs(a) < lim and abs(b) < lim and max(abs(a), abs(b)) > re_edge * re_unit[t]
+        if flip and flipped_before[t]:
+            m_new[k] = 0.0
+            settled += 1
+            flip = False
+        flipped_before[t] = flip
+    return settled
+
+
+@njit(cache=True)
+def max_relative_change(w, w_ref):
+    """max |w - w_ref| / max(|w|, |w_ref|): how far conductances moved from a factorized set. When
+    it is below 1 the old matrix is within that share of the new one in every direction (both
+    are sums of the same non-negative rank-one terms), so a step with the old factorization still
+    contracts. Non-finite values count as 1."""
+    worst = 0.0
+    for k in range(w.shape[0]):
+        a = w[k]
+        b = w_ref[k]
+        s = max(abs(a), abs(b))
+        if s == 0.0:
+            continue
+        r = abs(a - b) / s
+        if not r <= 1.0:
+            r = 1.0
+        if r > worst:
+            worst = r
+    return worst

@@ -27,6 +27,11 @@ LOSSLESS = (LinkKind.SHORT_PIPE, LinkKind.VALVE)
 # The starting velocity on meshed networks: measured on grid10k and a 12k-node city grid, 0.1-0.3 m/s
 # takes one or two Newton steps fewer than EPANET's 1 ft/s-like 1 m/s (7 vs 8, 6 vs 8).
 START_VELOCITY_M_S = 0.2
+# a warm re-solve keeps the last factorization (a chord step) while no conductance has moved more
+# than this share from the factorized ones (the chord step then still contracts); more, it refactors
+CHORD_MAX_CHANGE = 0.3
+# Colebrook's flat low-flow stretch (see ``kernels.gas.settle_reversals``) ends near Re 3
+RE_PLATEAU = 3.0
 CONTROLLED = (LinkKind.PRV, LinkKind.COMPRESSOR_OUTLET, LinkKind.COMPRESSOR_RATIO)
 Z_CODES = {"constant": gk.Z_CONSTANT, "linear": gk.Z_LINEAR, "papay": gk.Z_PAPAY}
 
@@ -81,6 +86,7 @@ class GasSolver:
         self.active_link = ~self.static_closed & self.supplied[links.from_node] & self.supplied[links.to_node]
         self._systems: dict[tuple, tuple[LaplacianSystem, np.ndarray]] = {}
         self._conductance_scale: float | None = None
+        self._factored_w: dict[tuple, np.ndarray] = {}   # conductances of each system's last factorization
         # independent loops of the supplied network (links - nodes + components)
         self.loops = int(self.active_link.sum()) - int(self.supplied.sum()) + int(
             len(np.unique(self._labels[self.supplied]))) if self.supplied.any() else 0
@@ -108,6 +114,9 @@ class GasSolver:
         self.zargs = (Z_CODES[c.model], c.z, c.offset, c.slope_per_pa, c.pseudocritical_pressure_pa,
                       c.pseudocritical_temperature_k)
         self._pipe_constants()
+        # Colebrook at every Re has a step at zero flow that Newton can circle around (kernel doc)
+        self.plateau = self.law == gk.COLEBROOK and not self.options.laminar_switch
+        self.re_unit = np.ascontiguousarray(g.dynamic_viscosity_pa_s * 0.25 * np.pi * self.pipe_d)  # flow at Re 1
         self.fr = links.from_node.astype(np.int64)
         self.to = links.to_node.astype(np.int64)
         # each link's mode in a Newton step; controlled links are set from their status each step
@@ -264,8 +273,13 @@ class GasSolver:
         target = np.zeros(nl)
         law_res = np.inf
         last_law = np.inf
-        last_system = None
         refactors = 0
+        settled = 0
+        refactored = True
+        flipped = np.zeros(len(self.pipe_idx), np.bool_)
+        # a chord step balances the nodes only as well as the old matrix fits: its flows must
+        # balance to this before they are an answer (exact steps balance to rounding)
+        tol_mass = max(1e-8 * float(np.sum(np.abs(demand[self.free]))), 1e-12)
         n_vacuum = 0
         tol_p = max(opt.tol_pressure_pa, 1e-10 * p_ref)
         tol_law_cap = max(opt.tol_law_pa, 1e-10 * p_ref)
@@ -282,7 +296,8 @@ class GasSolver:
             # the law must hold to 1e-6 of the largest pipe drop (networks whose drops are all tiny
             # need it), never looser than tol_law_pa
             tol_law = min(tol_law_cap, max(1e-6 * dp_scale, 1e-11 * p_ref))
-            if it > 1 and dp_max <= tol_p and law_res <= tol_law:
+            if it > 1 and dp_max <= tol_p and law_res <= tol_law and not settled and (
+                    refactored or self._balanced(m, demand, tol_mass)):
                 if not self._update_status(status, m, p, target):
                     converged = True
                     message = "converged"
@@ -310,20 +325,23 @@ class GasSolver:
             pi_new[to[active]] = target[active] ** 2
             gk.gga_rhs(fr, to, a, P, pi_new, demand, rhs)
             rows = row >= 0
-            # a warm re-solve keeps the last factorization (a chord step: its Jacobian barely moved)
-            # while the pipe-law residual keeps falling fast; a cold solve refactors every time
-            # (the first step's residual is the old solution's, already tiny: progress counts from step 2)
-            chord = warm_start is not None and (it <= 2 or (law_res < 0.5 * last_law and system is last_system))
+            # a warm re-solve keeps the last factorization (a chord step) while the conductances stay
+            # close to the factorized ones and the pipe-law residual falls (from step 2: the first
+            # step's residual is the old solution's, already tiny); a cold solve refactors every time
+            chord = (warm_start is not None and pinned in self._factored_w and (it <= 2 or law_res < last_law)
+                     and gk.max_relative_change(P, self._factored_w[pinned]) <= CHORD_MAX_CHANGE)
             try:
-                pi_new[rows] = system.solve(P, np.zeros(system.n), rhs[rows], x0=(p * p)[rows], refactor=not chord)
+                pi_new[rows], refactored = self._linear_step(system, pinned, P, rhs[rows], (p * p)[rows], chord)
             except np.linalg.LinAlgError:
                 if warm_start is None:
                     raise
-                # a warm start far from the new state (meshed grids, large demand changes) can send the
-                # chord steps off until a conductance underflows: solve this one from a cold start
-                return self.solve(demand, source_pressure_pa=source_pressure_pa, setting=setting)
-            refactors += not chord
-            last_law, last_system = law_res, system
+                # last resort (not met on the test networks): a warm start the new state's Newton
+                # path cannot recover from is solved again from a cold start
+                cold = self.solve(demand, source_pressure_pa=source_pressure_pa, setting=setting)
+                cold.extra["restarted_cold"] = True
+                return cold
+            refactors += refactored
+            last_law = law_res
             gk.gga_flows(fr, to, a, P, pi_new, self.active_link, m_new)
             if len(active):
                 # flow of a pinned regulator: what its downstream node needs from it
@@ -332,6 +350,8 @@ class GasSolver:
                 need = np.bincount(fr, others, minlength=n) - np.bincount(to, others, minlength=n) + demand
                 share = np.bincount(to[active], minlength=n)
                 m_new[active] = need[to[active]] / share[to[active]]
+            settled = gk.settle_reversals(self.pipe_idx, m, m_new, self.re_unit, gk.RE_FLOOR, RE_PLATEAU,
+                                          flipped) if self.plateau else 0
             dp_max, n_vacuum = gk.gga_pressures(pi_new, self.supplied, self.free, p, p_new)
             m, m_new = m_new, m
             p, p_new = p_new, p
@@ -374,6 +394,31 @@ class GasSolver:
                            node_demand=node_demand, elapsed_s=time.perf_counter() - t0,
                            extra={"max_pipe_residual_pa": max_pipe_res, "factorizations": refactors, "max_lossless_dp_pa": lossless_dp, "law_residual_pa": law_res, "last_max_dp_pa": float(dp_max),
                                   "linear_backend": self.system.backend})
+
+    def _balanced(self, m: np.ndarray, demand: np.ndarray, tol_kg_s: float) -> bool:
+        n = self.model.n_nodes
+        net = np.bincount(self.fr, m, minlength=n) - np.bincount(self.to, m, minlength=n) + demand
+        return bool(np.max(np.abs(net[self.free]), initial=0.0) <= tol_kg_s)
+
+    def _linear_step(self, system: LaplacianSystem, pinned: tuple, w: np.ndarray, rhs: np.ndarray, x0: np.ndarray,
+                     chord: bool) -> tuple[np.ndarray, bool]:
+        """The Newton step's squared pressures (and whether it refactored); a chord step whose
+        answer is not finite is redone with a fresh factorization. Raises LinAlgError when the fresh
+        one fails too."""
+        zeros = np.zeros(system.n)
+        if chord:
+            try:
+                x = system.solve(w, zeros, rhs, x0=x0, refactor=False)
+                if np.isfinite(x).all():
+                    return x, False
+            except np.linalg.LinAlgError:
+                pass
+        self._factored_w.pop(pinned, None)
+        x = system.solve(w, zeros, rhs, x0=x0, refactor=True)
+        if not np.isfinite(x).all():
+            raise np.linalg.LinAlgError("the Newton step is not finite")
+        self._factored_w[pinned] = w.copy()
+        return x, True
 
     def _update_status(self, status, m, p, target) -> bool:
         """EPANET-style switching of regulators (PRV) and compressors; True if any changed."""
