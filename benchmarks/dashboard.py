@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         while shown() != str(first.ts_ns) and time.time() < end:
             time.sleep(0.1)
         if shown() != str(first.ts_ns):
-            raise SystemExit("the wall never showed the first state")
+            logs = [e["message"][:300] for e in driver.get_log("browser")][-5:]
+            raise SystemExit(f"the wall never showed the first state; browser console: {logs}")
         time.sleep(2.0)
         first_payload = _payloads(driver)
         driver.execute_script("""

@@ -289,7 +289,8 @@ def map_frame(geom: Geometry, state: dict, quantity: str, contours: bool) -> dic
     p = state["nodes"]["pressure_pa"].to_numpy(zero_copy_only=False)
     units = pressure_units(geom.medium, p)
     shown = np.where(~unsupplied_node, units(p), np.nan)
-    frame = {"ts": int(state["summary"]["ts_ns"]), "cls": (c.astype(np.uint8) + 48).tobytes().decode(),
+    # the tick as a string: nanoseconds since 1970 exceed a JavaScript number's 2**53
+    frame = {"ts": str(int(state["summary"]["ts_ns"])), "cls": (c.astype(np.uint8) + 48).tobytes().decode(),
              "range": [lo, hi], "unit": units.label, "nodes": pack(shown, 0.1), "contour": None}
     if contours:
         grid = contour_grid(geom, units(p), ~unsupplied_node)
