@@ -24,6 +24,7 @@ class RunOptions:
     redis_url: str | None = None           # None: embedded
     historian: str = "pipetwin-data/historian"
     meter_inbox: str = "pipetwin-data/meter-inbox"   # where head-end exports arrive (the simulator's too)
+    audit_ledger: str | None = "pipetwin-data/audit/ledger.jsonl"   # None: no audit trail
     opcua_port: int = 4840
     modbus_port: int = 5020
     host: str = "127.0.0.1"
@@ -220,6 +221,16 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
         stop = threading.Event()
         watcher = threading.Thread(target=_progress, args=(url, model.name, stop, options.progress), daemon=True)
         watcher.start()
+        recorder = None
+        if options.audit_ledger:
+            from pipetwin.flows.subscribers.audit import record
+
+            Path(options.audit_ledger).parent.mkdir(parents=True, exist_ok=True)
+            say(f"ledger {Path(options.audit_ledger).resolve()}")
+            recorder = threading.Thread(target=record, args=(url, model.name, options.audit_ledger),
+                                        kwargs={"historian": options.historian, "stop": stop.is_set},
+                                        name="audit", daemon=True)
+            recorder.start()
         try:
             run_main(flow)
         except KeyboardInterrupt:
@@ -227,6 +238,8 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
         finally:
             stop.set()
             watcher.join(timeout=5)
+            if recorder is not None:
+                recorder.join(timeout=10)
         r = connect(url)
         last = read_state(r, model.name)
         return last["summary"] if last else {}

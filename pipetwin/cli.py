@@ -294,6 +294,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for key, value in result.figures().items():
             print(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
         return 0 if result.ok else 1
+    if args.action == "record":
+        from pipetwin.flows.subscribers.audit import record
+
+        if not args.redis_url:
+            raise SystemExit("error: pipetwin audit record needs --redis-url (the Redis `pipetwin run` printed)")
+        try:
+            n = record(args.redis_url, args.network, args.ledger, historian=args.historian)
+        except KeyboardInterrupt:
+            n = None
+        if n is not None:
+            print(f"recorded={n}")
+        print(f"head={Ledger(args.ledger).head()}")
+        return 0
     ledger = Ledger(args.ledger)
     try:
         if args.action == "anchor":
@@ -528,14 +541,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "inserted or reordered entry is named by line) and every anchored historian "
                                    "file. anchor LEDGER HISTORIAN: record the hashes of the historian's Parquet "
                                    "files. prune LEDGER --by NAME: drop entries past the retention period behind "
-                                   "a signed-off checkpoint. docs/audit.md has the format.")
-    p.add_argument("action", choices=["verify", "anchor", "prune"])
+                                   "a signed-off checkpoint. record LEDGER [HISTORIAN] --redis-url URL: follow "
+                                   "the alerts stream (consumer group 'audit') and append every alert revision "
+                                   "and operator action, anchoring the historian hourly (`pipetwin run` does this "
+                                   "itself). docs/audit.md has the format.")
+    p.add_argument("action", choices=["verify", "anchor", "prune", "record"])
     p.add_argument("ledger")
     p.add_argument("historian", nargs="?", help="historian folder (anchor; verify checks its files too)")
     p.add_argument("--expect-head", help="verify: a head hash published earlier must still be in the chain")
     p.add_argument("--retention-days", type=float, default=1827.0, help="prune: keep this many days (default 5 y)")
     p.add_argument("--by", default="", help="prune: who signs the pruning off (required)")
     p.add_argument("--archive", help="prune: append the removed lines to this file")
+    p.add_argument("--redis-url", help="record: the Redis that `pipetwin run` printed")
+    p.add_argument("--network", default="schutterwald", help="record: whose alerts")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("carbon", help="methane and CO2 report from the historian (CSV and HTML)",

@@ -84,3 +84,7 @@ def test_run_main_job_briefly(tmp_path):
     f = figures(res.stdout)
     assert f["converged"] == "True" and int(f["sensors_reporting"]) >= 40
     assert list((tmp_path / "historian" / "ticks").rglob("*.parquet"))
+    from pipetwin.flows.audit.ledger import verify
+    ledger = tmp_path / "pipetwin-data" / "audit" / "ledger.jsonl"
+    assert any(line == f"ledger {ledger}" for line in lines)
+    assert verify(ledger, historian=tmp_path / "historian").ok      # the stop-time anchor at least
