@@ -5,7 +5,7 @@
 set -euo pipefail
 
 network="${PIPETWIN_NETWORK:-schutterwald}"
-args=(run "$network" --no-simulator --quiet
+args=(run "$network" --no-simulator --no-dashboard --quiet
       --historian "${PIPETWIN_HISTORIAN:-/data/historian}"
       --opcua-port "${PIPETWIN_OPCUA_PORT:-4840}"
       --modbus-port "${PIPETWIN_MODBUS_PORT:-5020}")
