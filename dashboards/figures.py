@@ -225,7 +225,8 @@ def map_figure(geom: Geometry, state: dict | None, quantity: str = "pressure", c
     data.append(_scatter(x=r2(geom.x), y=r2(geom.y), mode="markers", customdata=geom.node_ids.tolist(),
                          marker={"size": 4, "color": [], "colorscale": "Cividis", "showscale": True,
                                  "colorbar": {"title": {"text": ""}, "thickness": 12, "x": 1.0}},
-                         name="nodes", showlegend=False, hovertemplate="%{customdata}: %{marker.color:.1f}<extra></extra>"))
+                         name="nodes", showlegend=False,
+                         hovertemplate="%{customdata}: %{marker.color:.1f}<extra></extra>"))
     data.append(_scatter(x=r2(np.concatenate([geom.x[special], geom.mid_x[reg_links]])),
                          y=r2(np.concatenate([geom.y[special], geom.mid_y[reg_links]])), mode="markers",
                          name="stations", customdata=np.concatenate([geom.node_ids[special],

@@ -56,7 +56,8 @@ def table_rows(ctx: WallContext, window: str) -> tuple[list[dict], str]:
                "now": ("reporting" if reporting[p] else "silent") if p in reporting else "–"}
         if comp is not None:
             share = comp["completeness"][i].as_py()
-            row.update({"expected": round(comp["expected"][i].as_py() or 0), "received": int(comp["received"][i].as_py()),
+            row.update({"expected": round(comp["expected"][i].as_py() or 0),
+                        "received": int(comp["received"][i].as_py()),
                         "completeness %": None if share is None or share != share else round(100 * share, 1),
                         "quarantined": comp["quarantined"][i].as_py(), "reasons": comp["reasons"][i].as_py()})
         out.append(row)

@@ -3,8 +3,8 @@
 One short poll (``poll_ms``, 500 ms by default) asks Redis for the latest tick's timestamp only
 (one GET of a small JSON); when it moved, the callback reads the state and sends a compact frame
 that the browser draws itself (figures.map_frame, assets/wall.js); the figure and the network's
-geometry travel once per page load. So the wall shows a new state within about half a second plus drawing time, and an idle
-wall costs one tiny request per poll.
+geometry travel once per page load. So the wall shows a new state within about half a poll plus
+drawing time, and an idle wall costs one tiny request per poll.
 """
 
 from __future__ import annotations
