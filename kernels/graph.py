@@ -49,3 +49,59 @@ def bfs_forest(indptr, adj_node, adj_link, roots, n):
                 order[tail] = w
                 tail += 1
     return order[:tail], pred_node, pred_link
+
+
+@njit(cache=True)
+def component_labels(n, link_a, link_b, use):
+    """Connected-component label of every node over the links where ``use`` is True (union-find
+    with path halving; labels are the component's root node, not consecutive)."""
+    parent = np.arange(n)
+    for k in range(link_a.shape[0]):
+        if not use[k]:
+            continue
+        a = link_a[k]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        b = link_b[k]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a != b:
+            if a < b:
+                parent[b] = a
+            else:
+                parent[a] = b
+    for i in range(n):
+        r = i
+        while parent[r] != r:
+            r = parent[r]
+        parent[i] = r
+    return parent
+
+
+@njit(cache=True)
+def adjacency(n, link_a, link_b, links):
+    """CSR adjacency over ``links`` (both directions): (indptr, neighbour node, link id), by a
+    counting pass rather than a sort."""
+    indptr = np.zeros(n + 1, np.int64)
+    for t in range(links.shape[0]):
+        k = links[t]
+        indptr[link_a[k] + 1] += 1
+        indptr[link_b[k] + 1] += 1
+    for i in range(n):
+        indptr[i + 1] += indptr[i]
+    fill = indptr[:n].copy()
+    other = np.empty(indptr[n], np.int64)
+    lid = np.empty(indptr[n], np.int64)
+    for t in range(links.shape[0]):
+        k = links[t]
+        a = link_a[k]
+        b = link_b[k]
+        other[fill[a]] = b
+        lid[fill[a]] = k
+        fill[a] += 1
+        other[fill[b]] = a
+        lid[fill[b]] = k
+        fill[b] += 1
+    return indptr, other, lid

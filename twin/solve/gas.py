@@ -14,11 +14,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from pipetwin.kernels import gas as gk
-from pipetwin.kernels.graph import bfs_forest, tree_flows
+from pipetwin.kernels.graph import adjacency, bfs_forest, component_labels, tree_flows
 from pipetwin.twin.model import LinkKind, LinkStatus, NetworkModel, NodeKind
 from pipetwin.twin.solve.linalg import LaplacianSystem
 from pipetwin.twin.solve.result import SolveResult
@@ -53,13 +51,10 @@ def _components(model: NetworkModel, usable: np.ndarray, labels: bool = False):
     """Nodes that share a connected component (over usable links) with a source (and, with
     ``labels``, each node's component label)."""
     n = model.n_nodes
-    a = model.links.from_node[usable]
-    b = model.links.to_node[usable]
-    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
-    _, label = connected_components(graph, directed=False)
-    sources = model.nodes.kind == NodeKind.SOURCE
-    fed = np.zeros(label.max() + 1, bool)
-    fed[label[sources]] = True
+    label = component_labels(n, model.links.from_node.astype(np.int64), model.links.to_node.astype(np.int64),
+                             np.ascontiguousarray(usable, dtype=np.bool_))
+    fed = np.zeros(n, bool)
+    fed[label[model.nodes.kind == NodeKind.SOURCE]] = True
     return (fed[label], label) if labels else fed[label]
 
 
@@ -75,6 +70,8 @@ class GasSolver:
         self.options = options or GasOptions()
         links, nodes = model.links, model.nodes
         self.kind = links.kind.astype(np.int64)
+        self.fr = links.from_node.astype(np.int64)
+        self.to = links.to_node.astype(np.int64)
         self.static_closed = links.status == LinkStatus.CLOSED
         self.supplied, self._labels = _components(model, ~self.static_closed, labels=True)
         fixed = (nodes.kind == NodeKind.SOURCE) & self.supplied
@@ -117,8 +114,6 @@ class GasSolver:
         # Colebrook at every Re has a step at zero flow that Newton can circle around (kernel doc)
         self.plateau = self.law == gk.COLEBROOK and not self.options.laminar_switch
         self.re_unit = np.ascontiguousarray(g.dynamic_viscosity_pa_s * 0.25 * np.pi * self.pipe_d)  # flow at Re 1
-        self.fr = links.from_node.astype(np.int64)
-        self.to = links.to_node.astype(np.int64)
         # each link's mode in a Newton step; controlled links are set from their status each step
         self.base_mode = np.full(model.n_links, gk.MODE_NONE, np.int64)
         self.base_mode[np.isin(self.kind, LOSSLESS) & self.active_link] = gk.MODE_OPEN
@@ -180,17 +175,9 @@ class GasSolver:
 
     def _forest(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Breadth-first spanning forest from the sources over usable links: (order, pred, pred_link)."""
-        model = self.model
-        n = model.n_nodes
-        fr, to = model.links.from_node, model.links.to_node
-        use = np.flatnonzero(self.active_link)
-        ends = np.concatenate([fr[use], to[use]]).astype(np.int64)
-        other = np.concatenate([to[use], fr[use]]).astype(np.int64)
-        lid = np.concatenate([use, use]).astype(np.int64)
-        sort = np.argsort(ends, kind="stable")
-        indptr = np.zeros(n + 1, np.int64)
-        np.cumsum(np.bincount(ends, minlength=n), out=indptr[1:])
-        return bfs_forest(indptr, other[sort], lid[sort], np.flatnonzero(self.fixed), n)
+        n = self.model.n_nodes
+        indptr, other, lid = adjacency(n, self.fr, self.to, np.flatnonzero(self.active_link).astype(np.int64))
+        return bfs_forest(indptr, other, lid, np.flatnonzero(self.fixed), n)
 
     def _balanced_start(self, demand: np.ndarray) -> np.ndarray:
         """Starting flows that already balance every node: subtree demands along a breadth-first

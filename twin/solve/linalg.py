@@ -39,8 +39,31 @@ class LaplacianSystem:
     def __init__(self, n_free: int, link_i: np.ndarray, link_j: np.ndarray, backend: str = "auto",
                  order: np.ndarray | None = None):
         self.n = int(n_free)
-        link_i = np.asarray(link_i, np.int64)
-        link_j = np.asarray(link_j, np.int64)
+        self._link_i = np.asarray(link_i, np.int64)
+        self._link_j = np.asarray(link_j, np.int64)
+        self._pattern_built = False
+        if backend == "auto":
+            # small systems: Python and SciPy overheads dominate, the compiled path wins; larger
+            # ones: CHOLMOD's analysis is cheaper than the compiled symbolic pass, its numeric
+            # factorization as fast
+            backend = "numba" if self.n <= NUMBA_ROWS else "cholmod" if HAVE_CHOLMOD else "splu"
+        if backend == "cholmod" and not HAVE_CHOLMOD:
+            raise ValueError("backend 'cholmod' needs scikit-sparse (pip install 'pipetwin[fast]')")
+        self.backend = backend
+        self._factor = None
+        self._numeric = None     # solve with the last numeric factorization
+        self._given_order = order   # a fill-reducing order the caller knows (e.g. a tree's, leaves first)
+        if backend == "numba":
+            self._build_numba(self._link_i, self._link_j)
+        else:
+            self._build_pattern()
+
+    def _build_pattern(self) -> None:
+        """The SciPy CSC pattern and each link's entry positions (CHOLMOD, SuperLU and the AMD order
+        use it; the compiled path builds its own permuted one, so it is made only when needed)."""
+        if self._pattern_built:
+            return
+        link_i, link_j = self._link_i, self._link_j
         both = (link_i >= 0) & (link_j >= 0)
         diag = np.arange(self.n)
         rows = np.concatenate([diag, link_i[both], link_j[both]])
@@ -64,22 +87,11 @@ class LaplacianSystem:
         self.pos_ij = pos(ij_r, ij_c)
         self.pos_ji = pos(ij_c, ij_r)
         self.diag_pos = pos(diag, diag)
-        if backend == "auto":
-            # small systems: Python and SciPy overheads dominate, the compiled path wins; larger
-            # ones: CHOLMOD's analysis is cheaper than the compiled symbolic pass, its numeric
-            # factorization as fast
-            backend = "numba" if self.n <= NUMBA_ROWS else "cholmod" if HAVE_CHOLMOD else "splu"
-        if backend == "cholmod" and not HAVE_CHOLMOD:
-            raise ValueError("backend 'cholmod' needs scikit-sparse (pip install 'pipetwin[fast]')")
-        self.backend = backend
-        self._factor = None
-        self._numeric = None     # solve with the last numeric factorization
-        self._given_order = order   # a fill-reducing order the caller knows (e.g. a tree's, leaves first)
-        if backend == "numba":
-            self._build_numba(link_i, link_j)
+        self._pattern_built = True
 
     def _order(self) -> np.ndarray:
         """Fill-reducing order (new -> old): CHOLMOD's AMD, else SciPy's reverse Cuthill-McKee."""
+        self._build_pattern()
         if HAVE_CHOLMOD:
             values = np.full(len(self.indices), -1e-3)
             values[self.diag_pos] = 4.0
@@ -122,9 +134,11 @@ class LaplacianSystem:
         self._factored = False
 
     def matrix(self) -> sp.csc_matrix:
+        self._build_pattern()
         return sp.csc_matrix((self.values, self.indices, self.indptr), shape=(self.n, self.n))
 
     def assemble(self, w: np.ndarray, diag_extra: np.ndarray) -> None:
+        self._build_pattern()
         scatter_laplacian(np.ascontiguousarray(w, dtype=np.float64), self.pos_ii, self.pos_jj, self.pos_ij,
                           self.pos_ji, np.ascontiguousarray(diag_extra, dtype=np.float64), self.diag_pos,
                           self.values)
