@@ -144,7 +144,10 @@ class DashboardProcess:
                 self.proc.kill()
 
 
-def default_detectors(model: NetworkModel, min_pa: float | None):
+def default_detectors(model: NetworkModel, min_pa: float | None, points: PointTable | None = None):
+    """The live flow's detectors. With ``points`` (gas) also the leak detector, its residuals taken
+    against the demand-model twin (``PriorTwin``: base demand x the standard daily load profile the
+    bundled network's consumers follow), not the fitted one, which absorbs a leak (docs/leaks.md)."""
     import numpy as np
 
     from pipetwin.flows.detectors.balance import UnaccountedGas
@@ -155,7 +158,14 @@ def default_detectors(model: NetworkModel, min_pa: float | None):
     if min_pa is None:
         source_p = model.nodes.fixed_pressure_pa[np.isfinite(model.nodes.fixed_pressure_pa)]
         min_pa = float(source_p.min()) - 5000.0 if len(source_p) else 101325.0
-    return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10), UnaccountedGas()]
+    if points is None or not model.is_gas:
+        return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10), UnaccountedGas()]
+    from pipetwin.connectors.simulator import WINTER_PROFILE
+    from pipetwin.flows.detectors.leak import LeakDetector
+    from pipetwin.flows.steps.twin import PriorTwin
+
+    return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10), UnaccountedGas(),
+                    LeakDetector.for_points(model, points, prior=PriorTwin(model, points, WINTER_PROFILE))]
 
 
 def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print) -> dict:
@@ -216,7 +226,7 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
                                              run_for_s=options.duration_s, settle_s=1.0))
         sinks = FlowSinks(states=[RedisSink(url)], alerts=[RedisSink(url)], historian=options.historian)
         flow = build_flow(sources, model, points, sinks, time.time_ns,
-                          default_detectors(model, options.min_service_pressure_pa),
+                          default_detectors(model, options.min_service_pressure_pa, points),
                           FlowConfig(model.name, tick_s=options.tick_s, lateness_s=options.lateness_s))
         stop = threading.Event()
         watcher = threading.Thread(target=_progress, args=(url, model.name, stop, options.progress), daemon=True)

@@ -22,7 +22,19 @@ Each estimate, standardised, feeds a one-sided CUSUM whose threshold gives the s
 When one fires, the leak's start is where that CUSUM last left zero; from then on each window
 refines the location: the mean residual shift since the start is compared with every node's
 signature (``twin.leaks.localize``) and the alert carries the top candidates, the search area,
-the estimated flow and start time, and the evidence.
+the estimated flow and start time, and the evidence. After ``clear_windows`` quiet windows (both
+estimates below the CUSUM's reference k) the alarm closes, its findings stop (the flow's alert
+clears) and both CUSUMs restart from zero, so a later leak opens a new alarm.
+
+What the residuals are taken against (docs/leaks.md): the twin that knows only the demand model,
+never the leak. Offline (``pipetwin bench leaks``) the replay twin is that twin. In the live flow
+the fitted twin moves its zone multipliers every tick to the gate flows and pressures, so it
+absorbs a leak as extra demand; there the detector is given a ``prior`` (``PriorTwin``: base
+demand x the daily load profile at that time of day) and takes every residual against it. The
+demand model's own error is the baseline's theta and offsets, learnt before any alarm and frozen
+after: the "multipliers frozen at their pre-alarm baseline", one shared scale instead of one per
+zone, as on the bench. Same parameters as the bench; the live default windows are an hour and the
+baseline a day, so the flow raises no leak alarm during its first day.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from scipy.stats import chi2
 
 from pipetwin.flows.contracts import Candidate, TwinState
 from pipetwin.flows.detectors.base import Finding, TickDetector
+from pipetwin.flows.steps.twin import PriorTwin
 from pipetwin.twin.leaks.cusum import cusum_step, cusum_threshold
 from pipetwin.twin.leaks.localize import (Ranking, fit_candidates, most_central, rank_candidates, ranking_from_fit,
                                           search_area, shrunk_correlation)
@@ -70,14 +83,21 @@ class LeakDetector(TickDetector):
     Localization: ``correlated_noise`` whitens the residuals with the sensors' noise correlation
     learnt on the baseline; ``refine_top`` candidates are re-solved with their leak (at
     ``refine_windows`` states) when the linear fit is inconsistent with the noise;
-    ``central_first`` puts the candidate nearest to the likely ones (along the pipes) first."""
+    ``central_first`` puts the candidate nearest to the likely ones (along the pipes) first.
+    ``prior``: the demand-model twin whose estimates replace the fitted ones (the live flow);
+    None when the states already come from such a twin (the bench). ``clear_windows``: quiet
+    windows after which an alarm closes."""
 
     def __init__(self, model: NetworkModel, kind: np.ndarray, element: np.ndarray, *, window_s: float = 3600.0,
                  warmup_s: float = 24 * 3600.0, false_alarms_per_year: float = 1.0, k: float = 0.5,
                  pressure_sigma_pa: float = 50.0, flow_sigma_rel: float = 0.005, noise_confidence: float = 0.99,
                  n_candidates: int = 10, max_windows: int = 96, refine_top: int = 15, refine_windows: int = 3,
-                 correlated_noise: bool = True, central_first: bool = True):
+                 correlated_noise: bool = True, central_first: bool = True, prior: PriorTwin | None = None,
+                 clear_windows: int = 6):
+        if len(kind) != len(element):
+            raise ValueError(f"LeakDetector: {len(kind)} sensor kinds but {len(element)} elements")
         self.model = model
+        self.prior, self.clear_windows = prior, clear_windows
         self.kind = np.asarray(kind, np.int8)
         self.element = np.asarray(element, np.int64)
         self.window_s, self.warmup_s = window_s, warmup_s
@@ -102,6 +122,14 @@ class LeakDetector(TickDetector):
         self._cache: dict = {}
         self.reset()
 
+    @classmethod
+    def for_points(cls, model: NetworkModel, points, **options) -> "LeakDetector":
+        """The detector over a point table's pressure and flow points, in the order ``TwinUpdater``
+        puts them in ``TwinState.sensor_ids``."""
+        q = np.array(points.quantity)
+        rows = np.flatnonzero((q == "pressure") | (q == "flow"))
+        return cls(model, np.where(q[rows] == "pressure", PRESSURE, FLOW), points.element_index[rows], **options)
+
     def reset(self) -> None:
         """Forget everything learnt (a new baseline starts with the next tick)."""
         self.t0_ns: int | None = None
@@ -115,6 +143,11 @@ class LeakDetector(TickDetector):
 
     # -- per tick ---------------------------------------------------------------------------------
     def learn_one(self, state: TwinState) -> None:
+        if len(state.sensor_measured) != len(self.kind):
+            raise ValueError(f"LeakDetector: the twin state of {state.network} has {len(state.sensor_measured)} "
+                             f"sensors, the detector was built for {len(self.kind)}")
+        if self.prior is not None:
+            state = self.prior.state(state)
         if self.t0_ns is None:
             self.t0_ns = state.ts_ns
         w_ns = int(self.window_s * 1e9)
@@ -232,6 +265,9 @@ class LeakDetector(TickDetector):
             self._localize()
             quiet = z_bal < self.k and z_prs < self.k
             self.quiet = self.quiet + 1 if quiet else 0
+            if self.quiet >= self.clear_windows:      # the leak is gone (repaired): close, watch afresh
+                self.alarm, self.quiet = None, 0
+                self.s_bal = self.s_prs = 0.0
 
     def _refine_start(self) -> None:
         """The start that best explains the tested windows as a step of unknown size: argmax over
@@ -296,7 +332,7 @@ class LeakDetector(TickDetector):
 
     def score_one(self, state: TwinState) -> list[Finding]:
         al = self.alarm
-        if al is None or "ranking" not in al or self.quiet >= 6:
+        if al is None or "ranking" not in al:
             return []
         rank = al["ranking"]
         nodes = self.model.nodes
@@ -311,7 +347,8 @@ class LeakDetector(TickDetector):
                     "last_window_flow_balance": float(last.get("q_bal", np.nan)),
                     "last_window_flow_pressure": float(last.get("q_prs", np.nan)),
                     "windows_since_start": al["windows"], "search_area_length_m": al["area"]["length_m"],
-                    "search_area_pipes": al["area"]["pipes"][:200], "search_area_score": al["area"]["mass"]}
+                    "search_area_pipes": al["area"]["pipes"][:200],
+                    "search_area_links": al["area"]["pipes"][:200], "search_area_score": al["area"]["mass"]}
         unit = "kg/s" if self.model.is_gas else "m3/s"
         msg = (f"leak of about {al['flow']:.3g} {unit} since {al['start_ns']}, most likely near {cands[0].element} "
                f"(search area {al['area']['length_m']:.0f} m of pipe)")

@@ -7,6 +7,7 @@ on the first tick after a restart, which costs one cold solve."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from bytewax.operators import StatefulLogic
@@ -106,3 +107,60 @@ class TwinLogic(StatefulLogic):
 
     def snapshot(self) -> dict:
         return self.updater.snapshot()
+
+
+class PriorTwin:
+    """The no-leak twin on the demand model alone, beside the fitted one (docs/leaks.md).
+
+    The fitted twin (``TwinUpdater``) moves its zone multipliers every tick to match the gate
+    flows and pressures, so a leak is fitted as extra demand and leaves almost no residual. This
+    twin never fits: its demand is the network's base demand times the daily load ``profile``
+    (``len(profile)`` equal steps over the UTC day, linear between them, periodic), the demand
+    model an operator plans with. What the field shows beyond it (a leak, and the demand model's
+    own error, which the leak detector learns on its baseline) stays in its residuals.
+
+    It is solved every ``every_s`` at the middle of that interval (the profile moves slowly; one
+    warm solve per interval, not per tick) and held in between."""
+
+    def __init__(self, model: NetworkModel, points: PointTable, profile: np.ndarray, *, every_s: float = 60.0):
+        profile = np.asarray(profile, float)
+        if profile.ndim != 1 or len(profile) < 1 or not np.isfinite(profile).all() or (profile < 0).any():
+            raise ValueError(f"daily load profile must be finite non-negative values over the day, got {profile!r}")
+        if every_s <= 0:
+            raise ValueError(f"PriorTwin every_s must be > 0, got {every_s}")
+        self.model, self.profile, self.every_s = model, profile, float(every_s)
+        self.solver = GasSolver(model) if model.is_gas else WaterSolver(model)
+        self.base = model.base_demand()
+        q = np.array(points.quantity)
+        rows = np.flatnonzero((q == "pressure") | (q == "flow"))
+        self.kind = np.where(q[rows] == "pressure", PRESSURE, FLOW).astype(np.int8)
+        self.element = points.element_index[rows]
+        self.last = None          # the last solve (warm start)
+        self.until_ns: int | None = None
+        self.demand = None
+
+    def factor(self, ts_ns: int) -> float:
+        """The profile at ``ts_ns`` (UTC time of day)."""
+        n = len(self.profile)
+        x = (ts_ns / 1e9 % 86400.0) / 86400.0 * n
+        i = int(x) % n
+        w = x - int(x)
+        return float((1.0 - w) * self.profile[i] + w * self.profile[(i + 1) % n])
+
+    def state(self, fitted: TwinState) -> TwinState:
+        """``fitted`` with every estimate replaced by the demand-model twin's (measurements kept)."""
+        if self.until_ns is None or fitted.ts_ns >= self.until_ns or self.last is None:
+            every_ns = int(self.every_s * 1e9)
+            start = fitted.ts_ns - fitted.ts_ns % every_ns
+            self.demand = self.base * self.factor(start + every_ns // 2)
+            result = self.solver.solve(self.demand, warm_start=self.last)
+            if not result.converged:
+                result = self.solver.solve(self.demand)
+            self.last, self.until_ns = result, start + every_ns
+        r = self.last
+        est = np.where(self.kind == PRESSURE, r.node_pressure_pa[np.where(self.kind == PRESSURE, self.element, 0)],
+                       r.link_flow[np.where(self.kind == FLOW, self.element, 0)])
+        return replace(fitted, node_pressure_pa=r.node_pressure_pa, node_demand=self.demand, unsupplied=r.unsupplied,
+                       link_flow=r.link_flow, link_velocity_m_s=r.link_velocity_m_s, sensor_estimated=est,
+                       zone_multipliers=np.ones(1), converged=r.converged, iterations=int(r.iterations),
+                       chi2=0.0, figures={})
