@@ -24,6 +24,9 @@ Layout (docs/historian.md has the schemas and reading recipes)::
   checkpoint, so the source replays their rows) and restores the buffers, which makes a bytewax
   resume exactly-once on disk; ``read``'s de-duplication covers what is left (a crash before the
   first checkpoint, a replay through the plain API).
+- **Off the flow's worker thread.** The bytewax sink (``HistorianSink``) runs each partition's
+  writer on a thread of its own behind a bounded queue, so a flush never holds up the twin; its
+  resume state also carries the queued items and the file being written (see ``HistorianSink``).
 
 Files hold only the kind's own columns; ``network`` and ``date`` come from the folder names (a
 column stored in both places confuses duckdb's and pyarrow's hive readers).
