@@ -29,9 +29,14 @@
    the wait for the tick to end and, for Modbus, for the next poll. ``after_tick_end_*``: Redis
    wall time minus the tick's end (the lateness allowance plus transport, twin and Redis).
    Full mode runs 10,000 points (2 OPC-UA servers x 1,000 points + 4 Modbus servers x 2 units x
-   1,000 float32 points, polled at 1 Hz, 125-register reads); if its p99 misses the target it
-   runs again without the historian (what its synchronous flushes cost), then with 2,500 and
-   1,000 points, stopping at the first that meets it.
+   1,000 float32 points, polled at 1 Hz, 125-register reads), one ``variant=`` line each, one after
+   the other in this process: ``before`` (the flow as first built: historian flushes on bytewax's
+   worker thread, a Modbus poll's 16 reads in series with the worker waiting for them),
+   ``after`` (the product defaults: historian writer threads, 4 connections per device, polls in
+   flight while the worker goes on) and ``after_numba1`` (the same with the flow process on one
+   numba thread), all at 0.3 s lateness; then the lateness sweep (``LATENESS_SWEEP_S``, one numba
+   thread), whose ``late_readings`` is what a smaller allowance loses. States of the warm-up and
+   of the last two seconds before the sources stop (shutdown) are left out.
 """
 
 from __future__ import annotations
@@ -743,7 +748,8 @@ def latency_case(layout: Layout, seconds: float, warm_s: float, lateness_s: floa
     variant = variant or AFTER
     fig = bench_latency(layout, seconds, warm_s, lateness_s, tmp, historian, variant)
     how = {"variant": variant.name, "historian_writer": "thread" if variant.historian_thread else "worker",
-           "modbus_connections": variant.modbus_connections, "modbus_poll": "wait" if variant.modbus_wait else "overlap",
+           "modbus_connections": variant.modbus_connections,
+           "modbus_poll": "wait" if variant.modbus_wait else "overlap",
            "numba_threads": variant.numba_threads or "default"}
     if not fig or "latency_p99_ms" not in fig:
         _line("latency", points=layout.n, servers=layout.opcua + layout.modbus, mix=layout.describe(),

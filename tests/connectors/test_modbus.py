@@ -331,7 +331,8 @@ async def test_partition_snapshot_resumes_the_poll_count(points, server, field):
 async def test_a_poll_in_flight_never_blocks_the_worker(points, server, field):
     """A hung read (no reply until its timeout) leaves ``next_batch`` returning [] at once; the
     poll's batch comes on a later call, its hung points BAD."""
-    source = ModbusSource(points, "127.0.0.1", server.bound_port, period_s=0.05, timeout_s=0.5, max_polls=1, max_count=4)
+    source = ModbusSource(points, "127.0.0.1", server.bound_port, period_s=0.05, timeout_s=0.5, max_polls=1,
+                          max_count=4)
     part = source.build_part("modbus", source.list_parts()[0], None)
     server.set_fault("PT-003", "timeout")
 

@@ -461,7 +461,8 @@ def test_snapshot_during_a_slow_flush_holds_every_item_once(tmp_path: Path, monk
 
 def test_full_queue_blocks_the_worker_and_drops_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gate = GatedWrites(monkeypatch)
-    part = HistorianSink(tmp_path, "readings", max_rows=1, fsync=False, queue_batches=1).build_part("w", "readings0", None)
+    sink = HistorianSink(tmp_path, "readings", max_rows=1, fsync=False, queue_batches=1)
+    part = sink.build_part("w", "readings0", None)
     items = reading_items()
     done = threading.Event()
 
@@ -494,7 +495,8 @@ def test_a_failed_write_surfaces_on_the_worker(tmp_path: Path) -> None:
 
 
 def test_worker_thread_mode_still_writes_in_place(tmp_path: Path) -> None:
-    part = HistorianSink(tmp_path, "readings", max_rows=3, fsync=False, background=False).build_part("w", "readings0", None)
+    sink = HistorianSink(tmp_path, "readings", max_rows=3, fsync=False, background=False)
+    part = sink.build_part("w", "readings0", None)
     part.write_batch(reading_items()[:3])             # north h1, south h1, north h5
     assert read(tmp_path, "readings", dedup=False).num_rows == 4     # north: 4 rows >= max_rows, on disk at once
     part.close()
