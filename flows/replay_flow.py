@@ -43,15 +43,21 @@ START = datetime(2026, 1, 15, tzinfo=timezone.utc)
 def get_flow(history: str | Sequence[str], historian: str, network: str = "schutterwald", *,
              example_network: str = "schutterwald", speed: float = math.inf, batch_rows: int = 4096,
              tick_s: float = 1.0, lateness_s: float = 1.0, max_age_s: float = 5.0, silent_ticks: int = 5,
-             min_pa: float | None = None, redis_url: str | None = None) -> Dataflow:
+             min_pa: float | None = None, redis_url: str | None = None, leak_window_s: float = 3600.0,
+             leak_warmup_s: float = 86400.0) -> Dataflow:
     """The full flow (gate, align, twin, detect, alerts) over ``history`` (one Parquet file or
     several: one source partition each) into the Parquet historian at ``historian``, keyed as
     ``network``. ``example_network`` names the bundled model and point table. ``speed`` paces the
     replay (``inf``: as fast as it goes; 30: thirty seconds of history per second). With
     ``redis_url`` the states and alerts also go to that Redis, and the network is published there,
-    as in a live run (the wall can watch a replay)."""
+    as in a live run (the wall can watch a replay). The leak detector runs as in a live run, on the
+    demand-model twin (docs/leaks.md), with ``leak_window_s`` windows after a ``leak_warmup_s``
+    baseline (a short replay raises no leak alarm with the production hour and day)."""
+    from pipetwin.connectors.simulator import WINTER_PROFILE
     from pipetwin.flows.detectors.data_quality import SensorSilent
+    from pipetwin.flows.detectors.leak import LeakDetector
     from pipetwin.flows.detectors.pressure_limit import PressureLimit
+    from pipetwin.flows.steps.twin import PriorTwin
 
     paths = [history] if isinstance(history, (str, Path)) else list(history)
     model = read_network(example(example_network))
@@ -70,7 +76,9 @@ def get_flow(history: str | Sequence[str], historian: str, network: str = "schut
         write_network(connect(redis_url), model, points)
         sinks = FlowSinks(states=[RedisSink(redis_url)], alerts=[RedisSink(redis_url)], historian=str(historian))
     return build_flow(source, model, points, sinks, lambda: newest,
-                      lambda: [PressureLimit(min_pa=min_pa), SensorSilent(ticks=silent_ticks)],
+                      lambda: [PressureLimit(min_pa=min_pa), SensorSilent(ticks=silent_ticks),
+                               LeakDetector.for_points(model, points, window_s=leak_window_s, warmup_s=leak_warmup_s,
+                                                       prior=PriorTwin(model, points, WINTER_PROFILE))],
                       FlowConfig(network, tick_s=tick_s, lateness_s=lateness_s, max_age_s=max_age_s))
 
 

@@ -22,9 +22,10 @@ Each estimate, standardised, feeds a one-sided CUSUM whose threshold gives the s
 When one fires, the leak's start is where that CUSUM last left zero; from then on each window
 refines the location: the mean residual shift since the start is compared with every node's
 signature (``twin.leaks.localize``) and the alert carries the top candidates, the search area,
-the estimated flow and start time, and the evidence. After ``clear_windows`` quiet windows (both
-estimates below the CUSUM's reference k) the alarm closes, its findings stop (the flow's alert
-clears) and both CUSUMs restart from zero, so a later leak opens a new alarm.
+the estimated flow and start time, and the evidence. A third CUSUM watches for the leak's end
+(repaired): on the statistic that fired, from the level mu it has held since the start down to
+zero (reference mu/2, same threshold); when it fires the alarm closes, its findings stop (the
+flow's alert clears) and all CUSUMs restart from zero, so a later leak opens a new alarm.
 
 What the residuals are taken against (docs/leaks.md): the twin that knows only the demand model,
 never the leak. Offline (``pipetwin bench leaks``) the replay twin is that twin. In the live flow
@@ -85,19 +86,17 @@ class LeakDetector(TickDetector):
     ``refine_windows`` states) when the linear fit is inconsistent with the noise;
     ``central_first`` puts the candidate nearest to the likely ones (along the pipes) first.
     ``prior``: the demand-model twin whose estimates replace the fitted ones (the live flow);
-    None when the states already come from such a twin (the bench). ``clear_windows``: quiet
-    windows after which an alarm closes."""
+    None when the states already come from such a twin (the bench)."""
 
     def __init__(self, model: NetworkModel, kind: np.ndarray, element: np.ndarray, *, window_s: float = 3600.0,
                  warmup_s: float = 24 * 3600.0, false_alarms_per_year: float = 1.0, k: float = 0.5,
                  pressure_sigma_pa: float = 50.0, flow_sigma_rel: float = 0.005, noise_confidence: float = 0.99,
                  n_candidates: int = 10, max_windows: int = 96, refine_top: int = 15, refine_windows: int = 3,
-                 correlated_noise: bool = True, central_first: bool = True, prior: PriorTwin | None = None,
-                 clear_windows: int = 6):
+                 correlated_noise: bool = True, central_first: bool = True, prior: PriorTwin | None = None):
         if len(kind) != len(element):
             raise ValueError(f"LeakDetector: {len(kind)} sensor kinds but {len(element)} elements")
         self.model = model
-        self.prior, self.clear_windows = prior, clear_windows
+        self.prior = prior
         self.kind = np.asarray(kind, np.int8)
         self.element = np.asarray(element, np.int64)
         self.window_s, self.warmup_s = window_s, warmup_s
@@ -139,7 +138,7 @@ class LeakDetector(TickDetector):
         self.s_bal = self.s_prs = 0.0
         self.zero_bal = self.zero_prs = None   # window index where each CUSUM last left zero
         self.alarm: dict | None = None
-        self.quiet = 0
+        self.s_clear = 0.0                 # CUSUM for the open alarm's leak having stopped
 
     # -- per tick ---------------------------------------------------------------------------------
     def learn_one(self, state: TwinState) -> None:
@@ -263,11 +262,13 @@ class LeakDetector(TickDetector):
                               "by": "balance" if self.s_bal > self.h else "pressure"}
         if self.alarm is not None:
             self._localize()
-            quiet = z_bal < self.k and z_prs < self.k
-            self.quiet = self.quiet + 1 if quiet else 0
-            if self.quiet >= self.clear_windows:      # the leak is gone (repaired): close, watch afresh
-                self.alarm, self.quiet = None, 0
-                self.s_bal = self.s_prs = 0.0
+            key = "z_bal" if self.alarm["by"] == "balance" else "z_prs"
+            since = [w[key] for w in self.windows if "z" in w and w["index"] >= self.alarm["start_index"]]
+            mu = max(float(np.mean(since)), 2.0 * self.k)
+            self.s_clear = cusum_step(self.s_clear, mu - win[key], mu / 2.0)
+            if self.s_clear > self.h:             # the leak is gone (repaired): close, watch afresh
+                self.alarm = None
+                self.s_bal = self.s_prs = self.s_clear = 0.0
 
     def _refine_start(self) -> None:
         """The start that best explains the tested windows as a step of unknown size: argmax over
@@ -292,7 +293,7 @@ class LeakDetector(TickDetector):
         if not since:
             return
         z = np.nanmean(np.array([w["z"] for w in since]), 0)
-        sig = np.mean(np.array([w["sig"] for w in since]), 0)
+        sig = np.mean(np.array([self._signature(w) for w in since]), 0)
         sigma = self.base["sigma"] / np.sqrt(len(since))
         cand = np.flatnonzero(np.abs(sig[self.is_p]).sum(0) > 0) if self.is_p.any() else \
             np.flatnonzero(np.abs(sig).sum(0) > 0)
@@ -311,6 +312,14 @@ class LeakDetector(TickDetector):
             float(rank.flow[0])
         al["flow_fit"] = float(rank.flow[0])
         al["windows"] = len(since)
+
+    def _signature(self, win: dict) -> np.ndarray:
+        """The window's sensitivity signatures, recomputed from its mid state after a restore
+        (snapshots leave them out: a megabyte per window on a city network)."""
+        if "sig" not in win:
+            p, q, _ = win["mid"]
+            win["sig"] = signatures(self.model, p, q, self.kind, self.element, cache=self._cache)
+        return win["sig"]
 
     def _refine(self, rank: Ranking, z: np.ndarray, sigma: np.ndarray, corr, since: list[dict]) -> Ranking:
         """Re-score the best ``refine_top`` candidates on the exact (re-solved) shifts of their
@@ -357,8 +366,10 @@ class LeakDetector(TickDetector):
 
     # -- state ------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        return copy.deepcopy({k: getattr(self, k) for k in ("t0_ns", "acc", "windows", "base", "s_bal", "s_prs",
-                                                            "zero_bal", "zero_prs", "alarm", "quiet")})
+        snap = {k: getattr(self, k) for k in ("t0_ns", "acc", "base", "s_bal", "s_prs", "zero_bal", "zero_prs",
+                                              "alarm", "s_clear")}
+        snap["windows"] = [{k: v for k, v in w.items() if k != "sig"} for w in self.windows]
+        return copy.deepcopy(snap)
 
     def restore(self, snap: dict) -> None:
         for key, value in copy.deepcopy(snap).items():
