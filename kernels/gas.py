@@ -69,9 +69,10 @@ def colebrook(re, rel_rough, guess):
         xn = x - dx
         if xn <= 0.0:
             xn = 0.5 * x
-        # Newton converges quadratically: after a step of 1e-9 |x| the error left is ~1e-18 |x|,
-        # so stopping here is machine precision without one more log10 to confirm it
-        if abs(xn - x) <= 1e-9 * abs(xn):
+        # Newton converges quadratically: the error left after a step dx is about
+        # |g''/(2 g')| dx^2 <= dx^2 / x (g'' = -2 a^2 / (ln10 arg^2), a x < arg), so after a step of
+        # 1e-7 |x| it is below 1e-14 |x|: machine precision without one more log10 to confirm it
+        if abs(xn - x) <= 1e-7 * abs(xn):
             x = xn
             break
         x = xn
