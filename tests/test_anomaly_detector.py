@@ -6,9 +6,11 @@ import pickle
 import numpy as np
 import pytest
 
+from pipetwin.connectors.points import points_from_columns
 from pipetwin.flows.contracts import TwinState
 from pipetwin.flows.detectors.anomaly import SensorAnomaly
 from pipetwin.flows.detectors.anomaly_model import SeasonalAnomaly
+from pipetwin.flows.detectors.residual_watch import ResidualWatch
 
 STEP_S = 300.0                 # 5-minute samples
 DAY = int(86400 / STEP_S)      # points per day
@@ -91,26 +93,112 @@ def test_missing_values_are_skipped_not_learnt():
     assert b.expected(t[-1]) == pytest.approx(a.expected(t[-1]), rel=1e-3)
 
 
-def _state(k: int, measured: np.ndarray, estimated: np.ndarray) -> TwinState:
+def test_warmup_s_keeps_a_young_model_quiet_even_on_a_new_extreme():
+    """Time-stamped 1 s points: 150 points are not a learnt stream; nothing (not even the beyond-the-range
+    rule) may speak before ``warmup_s``."""
+    rng = np.random.default_rng(8)
+    t = T0 + np.arange(1200.0)
+    x = 2e5 + rng.normal(0, 20, len(t))
+    x[300] += 500                                  # a new extreme at 5 min, before the 10 min warm-up
+    x[900] += 500                                  # the same after it
+    s = stream(SeasonalAnomaly(warmup_s=600.0), t, x)
+    assert s[:600].max() == 0.0
+    assert s[900] == 1.0
+    young = stream(SeasonalAnomaly(), t, x)        # NAB's defaults (points only) would have spoken at 5 min
+    assert young[300] == 1.0
+
+
+# -- the residual model of the live flow (1 s ticks) ----------------------------------------------------------
+
+def residuals(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A healthy pressure sensor at 1 s: the reading follows a slow demand swing plus 20 Pa of noise; its
+    residual is the twin's bias (15 Pa, wandering by a few Pa over minutes) plus noise."""
+    rng = np.random.default_rng(seed)
+    t = T0 + np.arange(n, dtype=float)
+    wander = np.cumsum(rng.normal(0, 0.3, n))
+    wander -= np.convolve(wander, np.ones(600) / 600, "same")
+    x = 2e5 + 300 * np.sin(2 * np.pi * np.arange(n) / 7200) + rng.normal(0, 20, n)
+    r = 15 + 0.3 * wander + rng.normal(0, 12, n)
+    return t, r, x
+
+
+def watch(w: ResidualWatch, t, r, x) -> list[tuple[int, str]]:
+    out = []
+    for k in range(len(t)):
+        out += [(k, kind) for kind, _, _ in w.update(float(r[k]), float(x[k]), float(t[k]))]
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_residual_watch_is_quiet_on_a_healthy_sensor_including_its_first_minutes(seed):
+    t, r, x = residuals(2 * 3600, seed)
+    w = ResidualWatch()
+    assert watch(w, t, r, x) == []
+    assert w.ready()
+    assert max(v / w.limits[k] for k, v in w.last.items()) < 0.5     # not even close
+
+
+def test_residual_watch_says_nothing_before_its_warmup():
+    t, r, x = residuals(900, 3)
+    r[300] += 400                                  # a gross spike at 5 min: too early to judge
+    r[700] += 400                                  # the same after the warm-up
+    hits = watch(ResidualWatch(warmup_n=600, warmup_s=600.0), t, r, x)
+    assert hits == [(700, "spike")]
+
+
+@pytest.mark.parametrize("fault,within_s", [("drift", 600), ("bias", 60), ("spike", 0), ("noisy", 60),
+                                            ("stuck", 90)])
+def test_residual_watch_finds_each_sensor_fault_within_its_stated_time(fault, within_s):
+    t, r, x = residuals(3 * 3600, 4)
+    at = 2 * 3600
+    tail = np.arange(len(t) - at, dtype=float)
+    if fault == "drift":                           # 5 mbar per hour
+        r[at:] += 500 * tail / 3600
+    elif fault == "bias":
+        r[at:] += 150
+    elif fault == "spike":
+        r[at] += 300
+    elif fault == "noisy":
+        r[at:] += np.random.default_rng(5).normal(0, 200, len(tail))
+    else:                                          # the reading freezes while the twin goes on following demand
+        r[at:] += x[at] - x[at:]
+        x[at:] = x[at]
+    hits = watch(ResidualWatch(), t, r, x)
+    assert [h for h in hits if h[0] < at] == []
+    kind = {"drift": "offset", "bias": "offset"}.get(fault, fault)
+    mine = [k for k, f in hits if f == kind]
+    assert mine and mine[0] - at <= within_s, f"{fault}: first {kind} finding {mine[:1]} vs fault at {at}"
+
+
+def test_a_point_that_reports_by_exception_is_not_stuck():
+    t, r, x = residuals(2 * 3600, 6)
+    x = np.round(x / 100) * 100                    # a 1 mbar deadband: repeats are its normal
+    assert watch(ResidualWatch(), t, r, x) == []
+
+
+# -- the per-sensor detector ------------------------------------------------------------------------------------
+
+def _state(k: int, measured: np.ndarray, estimated: np.ndarray, step_s: float = STEP_S) -> TwinState:
     ids = ["P1", "P2", "F1"]
     n = np.zeros(2)
-    return TwinState("net", int((T0 + STEP_S * k) * 1e9), ["J1", "J2"], n + 3e5, n, np.zeros(2, bool), [], np.zeros(0),
+    return TwinState("net", int((T0 + step_s * k) * 1e9), ["J1", "J2"], n + 3e5, n, np.zeros(2, bool), [], np.zeros(0),
                      np.zeros(0), ids, measured, estimated, np.ones(1), True, 3, 1.0, 1.0)
 
 
-def _ticks(n: int, fault_at: int):
-    """Three sensors following the daily cycle; from ``fault_at`` P2 reads 3 kPa low while the twin (fitted to the
-    other sensors) still estimates the cycle: its residual, not its raw value, is what is strange."""
-    t, x = daily(n, seed=5, noise=0.0)
+def _ticks(n: int, fault_at: int, step_s: float = STEP_S, offset: float = -3000.0):
+    """Three sensors following the daily cycle; from ``fault_at`` P2 reads ``offset`` Pa off while the twin
+    (fitted to the other sensors) still estimates the cycle: its residual, not its raw value, is what is strange."""
+    t = T0 + step_s * np.arange(n)
+    x = 50 + 20 * np.sin(2 * math.pi * (t % 86400) / 86400)
     rng = np.random.default_rng(6)
     for k in range(n):
         truth = np.array([3e5 + 400 * x[k], 2.9e5 + 400 * x[k], 0.02 * x[k]])
-        measured = truth + rng.normal(0, [50, 50, 0.01], 3)
+        measured = truth + rng.normal(0, [50, 50, 0.0001], 3)
         if k >= fault_at:
-            measured[1] -= 3000
+            measured[1] += offset
         if k == 40:
             measured[2] = np.nan            # a missing reading is skipped, not scored
-        yield _state(k, measured, truth + rng.normal(0, [30, 30, 0.005], 3))
+        yield _state(k, measured, truth + rng.normal(0, [30, 30, 0.00005], 3), step_s)
 
 
 def run_detector(det: SensorAnomaly, states) -> list[list]:
@@ -121,28 +209,56 @@ def run_detector(det: SensorAnomaly, states) -> list[list]:
     return out
 
 
-def test_sensor_anomaly_flags_the_sensor_that_disagrees_with_the_twin():
-    fault_at = 4 * DAY
-    findings = run_detector(SensorAnomaly(), _ticks(5 * DAY, fault_at))
-    before = [f for fs in findings[2 * DAY:fault_at] for f in fs]
-    after = [f for fs in findings[fault_at:fault_at + 12] for f in fs]
-    assert before == []
-    assert after, "no finding within an hour of the fault"
+POINTS = points_from_columns(["P1", "P2", "F1"], ["pressure", "pressure", "flow"])
+
+
+def test_sensor_anomaly_flags_the_sensor_that_disagrees_with_the_twin_in_its_own_unit():
+    fault_at = 3600
+    points = POINTS
+    points.unit[:] = ["mbar", "mbar", "kg/s"]
+    points.si_scale[:] = [100.0, 100.0, 1.0]
+    points.si_offset[:] = [101325.0, 101325.0, 0.0]
+    findings = run_detector(SensorAnomaly(points), _ticks(fault_at + 600, fault_at, step_s=1.0, offset=-300.0))
+    assert [f for fs in findings[:fault_at] for f in fs] == []
+    after = [f for fs in findings[fault_at:] for f in fs]
+    assert after, "no finding within 10 minutes of a 3 mbar offset"
     f = after[0]
-    assert f.kind == "anomaly" and f.subject == "P2" and f.score >= 0.5
-    assert f.evidence["stream"] == "residual"
-    assert f.evidence["residual"] == pytest.approx(-3000, abs=400)
-    assert set(f.evidence) >= {"value", "expected", "residual", "model"}
+    assert f.kind == "anomaly" and f.subject == "P2" and f.evidence["stream"] == "residual"
+    assert f.evidence["fault"] == "offset" and f.score >= 1.0
+    assert f.evidence["residual"] == pytest.approx(-300, abs=250)
+    assert set(f.evidence) >= {"value", "expected", "residual", "model", "fault", "threshold"}
     assert {x.subject for x in after} == {"P2"}
+    # value, estimate and gap in mbar with one decimal (the sensor's noise is 0.5 mbar)
+    measured_mbar = (f.evidence["measured"] - 101325.0) / 100
+    assert f"reads {measured_mbar:,.1f} mbar" in f.message
+    assert " mbar below the twin's estimate of " in f.message
+
+
+def test_measured_stream_waits_two_days_then_catches_a_lost_cycle():
+    """5-minute ticks: the seasonal model on the measured stream says nothing for two days, then flags the
+    raw stream of a sensor whose daily cycle stops (its residual is unjudged: the twin does not estimate it)."""
+    n, at = 5 * DAY, 4 * DAY
+    t, x = daily(n, seed=9)
+    ids, z = ["Q1"], np.zeros(1)
+    states = []
+    for k in range(n):
+        v = x[k] if k < at else 50.0 + 0.5 * np.sin(k)
+        states.append(TwinState("net", int(t[k] * 1e9), ["J"], z, z, np.zeros(1, bool), [], z, z, ids,
+                                np.array([v]), np.array([np.nan]), np.ones(1), True, 1, 0.0, 0.0))
+    findings = run_detector(SensorAnomaly(), states)
+    assert [f for fs in findings[:at] for f in fs] == []
+    hit = [k for k in range(at, n) if findings[k]]
+    assert hit and hit[0] - at <= DAY // 4
+    assert findings[hit[0]][0].evidence["stream"] == "measured"
 
 
 def test_sensor_anomaly_snapshot_is_picklable_and_resumes_identically():
-    states = list(_ticks(5 * DAY, 4 * DAY))
+    states = list(_ticks(3000, 2400, step_s=1.0, offset=-300.0))
     a = SensorAnomaly()
-    run_detector(a, states[:3 * DAY])
+    run_detector(a, states[:1800])
     b = SensorAnomaly()
     b.restore(pickle.loads(pickle.dumps(a.snapshot())))
-    fa, fb = run_detector(a, states[3 * DAY:]), run_detector(b, states[3 * DAY:])
+    fa, fb = run_detector(a, states[1800:]), run_detector(b, states[1800:])
     assert [[(f.subject, f.score) for f in x] for x in fa] == [[(f.subject, f.score) for f in x] for x in fb]
     assert any(fa)
 

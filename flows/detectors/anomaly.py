@@ -1,103 +1,197 @@
-"""Per-sensor anomaly findings: one online model (``SeasonalAnomaly``) on each sensor's measured stream and
-one on its residual against the twin. The residual model is the more telling one: it fires when a
-sensor disagrees with the physics the twin has fitted; the measured model catches what the twin
-cannot judge (a sensor it does not estimate, or one whose estimate follows it).
+"""Per-sensor anomaly findings for the live flow, on two streams of each sensor:
 
-The flow calls ``learn_one(state)`` then ``score_one(state)`` on the same tick; so ``learn_one``
-scores the tick before learning it (a model that had learnt a point first would half-expect it)
-and ``score_one`` reports those scores."""
+- ``residual`` (measured minus the twin's estimate), every tick, by ``ResidualWatch``: the telling one. A real
+  change in the network is seen by every sensor and explained by the twin; a sensor that drifts, jumps, sticks
+  or turns noisy disagrees with the physics the twin has fitted to all the others.
+- ``measured``, by ``SeasonalAnomaly`` (the model scored on NAB) on the sensor's ``every_s`` means: what the twin
+  cannot judge (a sensor it does not estimate, or a day that looks unlike the usual days). It says nothing
+  before it has seen ``seasonal_warmup_s`` (two days) of the sensor: before the daily cycle is known, the
+  morning peak itself would look anomalous.
+
+Messages are in the sensor's own unit (from the point table, when given) with as many decimals as its noise
+deserves, so an operator reads the value, the twin's estimate and the gap.
+
+The flow calls ``learn_one(state)`` then ``score_one(state)`` on the same tick; ``learn_one`` judges the tick
+before learning it (a model that had learnt a point first would half-expect it) and ``score_one`` reports it.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 
+from pipetwin.connectors.points import PointTable
 from pipetwin.flows.contracts import TwinState
-from pipetwin.flows.detectors.anomaly_model import SeasonalAnomaly
+from pipetwin.flows.detectors.anomaly_model import DAY_S, SeasonalAnomaly
 from pipetwin.flows.detectors.base import Finding, TickDetector
+from pipetwin.flows.detectors.residual_watch import ResidualWatch
 
 STREAMS = ("measured", "residual")
+SI_UNITS = {"pressure": "Pa", "temperature": "K", "level": "m"}
+FAULT_TEXT = {"offset": "drifts or is offset from the twin", "spike": "jumped for a moment",
+              "noisy": "has turned noisy", "stuck": "looks stuck"}
 
 
 class SensorAnomaly(TickDetector):
-    """``threshold``: the model score from which a finding is raised. The score is on the anomaly-likelihood
-    log scale (0.5: a likelihood of 1 - 1e-5; 0.7: 1 - 1e-7). NAB's best corpus threshold is near 0.5, but
-    NAB charges a false alarm a tenth of a missed anomaly; a control room wants fewer, hence 0.7. A finding
-    also starts the model's refractory period (one finding per episode). ``model_params`` go to every
-    ``SeasonalAnomaly``."""
+    """``points``: the point table, for units in messages (SI without it). ``residual``: ``ResidualWatch``
+    parameters (thresholds in standard deviations; defaults calibrated on the simulator, see its docstring).
+    ``seasonal``: ``SeasonalAnomaly`` parameters for the measured stream, fed every ``every_s`` seconds with
+    the mean reading; ``threshold`` is its score from which a finding is raised (on the anomaly-likelihood
+    log scale: 0.7 means a likelihood of 1 - 1e-7; NAB's best is near 0.5, but NAB charges a false alarm a
+    tenth of a miss, a control room wants fewer)."""
 
-    def __init__(self, threshold: float = 0.7, streams: tuple[str, ...] = STREAMS, model_params: dict | None = None):
+    def __init__(self, points: PointTable | None = None, streams: tuple[str, ...] = STREAMS,
+                 residual: dict | None = None, seasonal: dict | None = None, every_s: float = 300.0,
+                 threshold: float = 0.7, seasonal_warmup_s: float = 2 * DAY_S):
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"SensorAnomaly: threshold must be in (0, 1], got {threshold}")
         unknown = set(streams) - set(STREAMS)
         if unknown:
             raise ValueError(f"SensorAnomaly: unknown stream(s) {sorted(unknown)}; choose from {STREAMS}")
-        self.threshold, self.streams = threshold, tuple(streams)
-        self.model_params = dict(model_params or {})
-        self.models: dict[tuple[str, str], SeasonalAnomaly] = {}
-        self.pending: list[dict] = []
+        if every_s <= 0:
+            raise ValueError(f"SensorAnomaly: every_s must be positive, got {every_s}")
+        self.streams, self.threshold, self.every_s = tuple(streams), threshold, float(every_s)
+        self.residual_params = dict(residual or {})
+        self.seasonal_params = {"alarm": threshold, "warmup_s": seasonal_warmup_s, **(seasonal or {})}
+        self.units = _units(points)
+        self.watch: dict[str, ResidualWatch] = {}
+        self.seasonal: dict[str, SeasonalAnomaly] = {}
+        self.window: dict[str, list] = {}         # pid -> [window index, sum, count]
+        self.held: dict[str, Finding] = {}        # pid -> the measured stream's finding, shown until its next window
+        self.held_until: dict[str, int] = {}
+        self.pending: list[Finding] = []
         self.pending_ns: int | None = None
 
-    def _model(self, key: tuple[str, str]) -> SeasonalAnomaly:
-        m = self.models.get(key)
-        if m is None:
-            # the model's refractory period follows our findings; a residual is noise around zero, so
-            # "beyond the range seen so far" says nothing there
-            params = {"alarm": self.threshold, **({"spatial": 0.0} if key[1] == "residual" else {}),
-                      **self.model_params}
-            m = self.models[key] = SeasonalAnomaly(**params)
-        return m
-
-    def _values(self, state: TwinState, i: int) -> dict[str, float]:
-        measured, estimated = float(state.sensor_measured[i]), float(state.sensor_estimated[i])
-        out = {}
-        if math.isfinite(measured):
-            if "measured" in self.streams:
-                out["measured"] = measured
-            if "residual" in self.streams and math.isfinite(estimated):
-                out["residual"] = measured - estimated
-        return out
-
-    def _score(self, state: TwinState) -> list[dict]:
-        t = state.ts_ns / 1e9
-        rows = []
-        for i, pid in enumerate(state.sensor_ids):
-            for stream, x in self._values(state, i).items():
-                m = self._model((pid, stream))
-                rows.append({"i": i, "pid": pid, "stream": stream, "value": x,
-                             "expected": m.expected(t), "score": m.score_one(x, t)})
-        return rows
-
+    # -- judging one tick ------------------------------------------------------------------------------------
     def learn_one(self, state: TwinState) -> None:
-        self.pending, self.pending_ns = self._score(state), state.ts_ns
-        t = state.ts_ns / 1e9
-        for row in self.pending:
-            self._model((row["pid"], row["stream"])).learn_one(row["value"], t)
+        self.pending, self.pending_ns = self._judge(state), state.ts_ns
 
     def score_one(self, state: TwinState) -> list[Finding]:
-        rows = self.pending if self.pending_ns == state.ts_ns else self._score(state)
-        out = []
-        for r in rows:
-            if r["score"] < self.threshold:
-                continue
-            i = r["i"]
-            measured, estimated = float(state.sensor_measured[i]), float(state.sensor_estimated[i])
-            what = "disagrees with the twin" if r["stream"] == "residual" else "departs from its usual pattern"
-            out.append(Finding(
-                "anomaly", r["pid"], "major" if r["score"] >= 0.9 else "warning", float(r["score"]),
-                f"{r['pid']} {what}: {r['value']:,.4g} where {r['expected']:,.4g} was expected "
-                f"(score {r['score']:.2f})",
-                {"stream": r["stream"], "value": r["value"], "expected": r["expected"], "measured": measured,
-                 "estimated": estimated, "residual": measured - estimated,
-                 "model": "SeasonalAnomaly (EW level / time-of-day profile, anomaly likelihood)"}))
-        return out
+        if self.pending_ns == state.ts_ns:
+            return list(self.pending)
+        return copy.deepcopy(self)._judge(state)      # judged without learning the tick
 
+    def _judge(self, state: TwinState) -> list[Finding]:
+        t = state.ts_ns / 1e9
+        out: dict[str, Finding] = {}
+        for i, pid in enumerate(state.sensor_ids):
+            x, est = float(state.sensor_measured[i]), float(state.sensor_estimated[i])
+            if not math.isfinite(x):
+                continue                       # no reading: the data-quality detector speaks, not this one
+            if "measured" in self.streams:
+                f = self._measured(pid, x, t, state.ts_ns)
+                if f is not None:
+                    out[pid] = f
+            if "residual" in self.streams and math.isfinite(est):
+                w = self.watch.get(pid)
+                if w is None:
+                    w = self.watch[pid] = ResidualWatch(**self.residual_params)
+                spread1 = math.sqrt(w.s["var"])
+                faults = w.update(x - est, x, t)
+                if faults:
+                    out[pid] = self._residual_finding(pid, x, est, w, spread1, max(faults, key=lambda f: f[1]))
+        return list(out.values())
+
+    def _measured(self, pid: str, x: float, t: float, ts_ns: int) -> Finding | None:
+        """Feed the window mean to the seasonal model when a window closes; hold its finding one window."""
+        k = int(t // self.every_s)
+        win = self.window.get(pid)
+        found = None
+        if win is not None and k != win[0]:
+            mean, t_mid = win[1] / win[2], (win[0] + 0.5) * self.every_s
+            m = self.seasonal.get(pid)
+            if m is None:
+                m = self.seasonal[pid] = SeasonalAnomaly(**self.seasonal_params)
+            expected = m.expected(t_mid)
+            score = m.score_one(mean, t_mid)
+            m.learn_one(mean, t_mid)
+            if score >= self.threshold:
+                self.held[pid] = self._seasonal_finding(pid, mean, expected, score)
+                self.held_until[pid] = ts_ns + int(self.every_s * 1e9)
+            win = None
+        if win is None:
+            win = self.window[pid] = [k, 0.0, 0]
+        win[1] += x
+        win[2] += 1
+        if pid in self.held:
+            if ts_ns < self.held_until[pid]:
+                found = self.held[pid]
+            else:
+                del self.held[pid], self.held_until[pid]
+        return found
+
+    # -- messages ----------------------------------------------------------------------------------------------
+    def _fmt(self, pid: str, si: float, spread_si: float, *, difference: bool = False) -> str:
+        unit, scale, offset = self.units.get(pid, ("", 1.0, 0.0))
+        v = si / scale if difference else (si - offset) / scale
+        spread = abs(spread_si / scale)
+        decimals = 0 if spread <= 0 or not math.isfinite(spread) else min(max(-math.floor(math.log10(spread)), 0), 6)
+        return f"{v:,.{decimals}f} {unit}".rstrip()
+
+    def _residual_finding(self, pid: str, x: float, est: float, w: ResidualWatch, spread1: float,
+                          fault: tuple[str, float, float]) -> Finding:
+        kind, ratio, stat = fault
+        gap, usual, spread_min = x - est, w.expected(), w.spread()
+        res = spread1 or spread_min or abs(gap) * 1e-3
+        side = "above" if gap >= 0 else "below"
+        head = (f"{pid} {FAULT_TEXT[kind]}: reads {self._fmt(pid, x, res)}, {self._fmt(pid, abs(gap), res, difference=True)} "
+                f"{side} the twin's estimate of {self._fmt(pid, est, res)}")
+        if kind == "offset":
+            tail = (f"; usually {self._fmt(pid, usual, res, difference=True)} (±{self._fmt(pid, spread_min, res, difference=True)}"
+                    f" over a minute)")
+        elif kind == "spike":
+            tail = f"; its readings usually scatter by {self._fmt(pid, spread1, res, difference=True)}"
+        elif kind == "noisy":
+            tail = (f"; its readings scatter by {self._fmt(pid, spread1 * math.sqrt(stat), res, difference=True)} over the"
+                    f" last minute, usually {self._fmt(pid, spread1, res, difference=True)}")
+        else:
+            tail = f"; the same value for {w.s['same_s']:.0f} s"
+        return Finding("anomaly", pid, "major" if ratio >= 2.0 else "warning", float(ratio), head + tail,
+                       {"stream": "residual", "fault": kind, "value": x, "expected": est + usual, "measured": x,
+                        "estimated": est, "residual": gap, "usual_residual": usual, "statistic": stat,
+                        "threshold": w.limits[kind],
+                        "model": "ResidualWatch (1-min mean vs baseline, spike, variance ratio, repeats)"})
+
+    def _seasonal_finding(self, pid: str, mean: float, expected: float, score: float) -> Finding:
+        m = self.seasonal[pid]
+        res = m.snapshot()["err_level"] or abs(mean) * 1e-3
+        gap = mean - expected
+        return Finding("anomaly", pid, "major" if score >= 0.9 else "warning", float(score),
+                       f"{pid} departs from its usual pattern: {self._fmt(pid, mean, res)} over the last "
+                       f"{self.every_s / 60:.0f} min where {self._fmt(pid, expected, res)} was usual at this hour "
+                       f"({self._fmt(pid, abs(gap), res, difference=True)} {'above' if gap >= 0 else 'below'}; "
+                       f"score {score:.2f})",
+                       {"stream": "measured", "value": mean, "expected": expected, "score": score,
+                        "model": "SeasonalAnomaly (EW level / daily and weekly profiles, anomaly likelihood)"})
+
+    # -- state ---------------------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        return {"models": {f"{pid}\x1f{stream}": m.snapshot() for (pid, stream), m in self.models.items()},
-                "pending": [dict(r) for r in self.pending], "pending_ns": self.pending_ns}
+        return {"watch": {p: w.snapshot() for p, w in self.watch.items()},
+                "seasonal": {p: m.snapshot() for p, m in self.seasonal.items()},
+                "window": copy.deepcopy(self.window), "held": copy.deepcopy(self.held),
+                "held_until": dict(self.held_until), "pending": copy.deepcopy(self.pending),
+                "pending_ns": self.pending_ns}
 
     def restore(self, snap: dict) -> None:
-        self.models = {}
-        for key, s in snap["models"].items():
-            pid, stream = key.split("\x1f")
-            self._model((pid, stream)).restore(s)
-        self.pending, self.pending_ns = [dict(r) for r in snap["pending"]], snap["pending_ns"]
+        self.watch = {}
+        for p, s in snap["watch"].items():
+            self.watch[p] = ResidualWatch(**self.residual_params)
+            self.watch[p].restore(s)
+        self.seasonal = {}
+        for p, s in snap["seasonal"].items():
+            self.seasonal[p] = SeasonalAnomaly(**self.seasonal_params)
+            self.seasonal[p].restore(s)
+        self.window, self.held = copy.deepcopy(snap["window"]), copy.deepcopy(snap["held"])
+        self.held_until, self.pending = dict(snap["held_until"]), copy.deepcopy(snap["pending"])
+        self.pending_ns = snap["pending_ns"]
+
+
+def _units(points: PointTable | None) -> dict[str, tuple[str, float, float]]:
+    """pid -> (unit, SI per unit, SI offset) so that value in unit = (SI - offset) / scale."""
+    if points is None:
+        return {}
+    out = {}
+    for i, pid in enumerate(points.ids):
+        unit = points.unit[i] or SI_UNITS.get(points.quantity[i], "")     # as the point table (and SCADA) shows it
+        out[pid] = (unit, float(points.si_scale[i]), float(points.si_offset[i]))
+    return out

@@ -15,7 +15,8 @@ gas or water stream swings every day and every week. So the model
    unusual the recent surprise is against the long-run distribution of surprises), on its log scale,
    so the score means the same on a noisy stream and a quiet one and one threshold serves every
    sensor; a value beyond the range seen so far (by ``spatial`` = 2 % of it) scores 1 at once, as
-   Numenta's detector does;
+   Numenta's detector does. Nothing is scored before ``warmup`` points and (if set) ``warmup_s`` seconds
+   of data: the live flow's measured streams wait for two daily cycles, NAB's files for 150 points;
 4. reports a cluster of surprises once: an alarm (score >= ``alarm``) holds later likelihood scores
    below ``alarm`` for ``refractory`` points, because an operator (and NAB) wants the first alarm, not
    repeats of it. A new extreme still gets through once (it is news), then has its own refractory period.
@@ -56,13 +57,13 @@ class SeasonalAnomaly:
                  slot_alpha: float = 0.15, slot_min_visits: int = 2, periods: tuple[float, ...] = (DAY_S, WEEK_S),
                  window: int = 20, hist_alpha: float = 0.0001, warmup: int = 150, refractory: int = 100,
                  spatial: float = 0.02, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
-                 spatial_z: float = 1.5):
+                 spatial_z: float = 1.5, warmup_s: float = 0.0):
         self.level_alpha, self.err_alpha = level_alpha, err_alpha
         self.slot_s, self.slot_alpha, self.slot_min_visits = slot_s, slot_alpha, slot_min_visits
         self.periods = tuple(float(p) for p in periods)
         self.window, self.hist_alpha, self.warmup = window, hist_alpha, warmup
         self.refractory, self.spatial, self.z_max, self.alarm = refractory, spatial, z_max, alarm
-        self.competent, self.spatial_z = competent, spatial_z
+        self.competent, self.spatial_z, self.warmup_s = competent, spatial_z, warmup_s
         self._n_knots = [max(2, int(round(p / slot_s))) for p in self.periods]
         self.restore(self._fresh())
 
@@ -71,7 +72,8 @@ class SeasonalAnomaly:
                 "knots": [[0.0] * k for k in self._n_knots], "visits": [[0] * k for k in self._n_knots],
                 "last_knot": [-1] * len(self.periods), "err_profile": [0.0] * len(self.periods),
                 "recent": [0.0] * self.window, "recent_sum": 0.0, "hist_mean": 0.0, "hist_var": 0.0,
-                "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30, "since_extreme": 1 << 30}
+                "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30, "since_extreme": 1 << 30,
+                "t_first": None, "t_last": None}
 
     def snapshot(self) -> dict:
         return copy.deepcopy(self._s)
@@ -150,7 +152,7 @@ class SeasonalAnomaly:
         s = self._s
         profiles = self._profiles(ts)
         z = self._surprise(x, profiles)
-        if s["n"] < self.warmup:
+        if not self.ready():
             return 0.0, False, z, profiles
         score = self._likelihood(z)
         if s["since_alarm"] < self.refractory:
@@ -160,6 +162,17 @@ class SeasonalAnomaly:
                 and (x > s["hi"] + self.spatial * span or x < s["lo"] - self.spatial * span)):
             return 1.0, True, z, profiles      # a new extreme is news even after a likelihood alarm, but only once
         return score, False, z, profiles
+
+    def ready(self) -> bool:
+        """Whether the model has learnt enough to speak: ``warmup`` points AND ``warmup_s`` seconds between the
+        first and the last timestamped point (both the likelihood and the beyond-the-range rule wait for it)."""
+        s = self._s
+        if s["n"] < self.warmup:
+            return False
+        if self.warmup_s <= 0.0:
+            return True
+        t0, t1 = s.get("t_first"), s.get("t_last")
+        return t0 is not None and t1 - t0 >= self.warmup_s
 
     def score_one(self, x: float, t=None) -> float:
         ts, x = seconds(t), float(x)
@@ -188,6 +201,9 @@ class SeasonalAnomaly:
         s["level"] = x if s["n"] == 0 else s["level"] + max(self.level_alpha, 1.0 / (s["n"] + 1)) * (x - s["level"])
         s["lo"], s["hi"] = min(s["lo"], x), max(s["hi"], x)
         s["n"] += 1
+        if ts is not None:
+            s["t_first"] = ts if s.get("t_first") is None else s["t_first"]
+            s["t_last"] = ts
 
     def _learn_surprise(self, z: float) -> None:
         """Numenta's moving average of the surprise, then the long-run mean and variance of that average."""
