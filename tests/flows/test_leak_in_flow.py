@@ -19,7 +19,7 @@ from pipetwin.twin.leaks.localize import pipe_distances
 from ..test_leak_detector import net3  # noqa: F401  (fixture)
 from .test_flow import network, run_flow, simulated_batches  # noqa: F401  (network: the fixture)
 
-START = datetime(2026, 1, 15, 2, 0, tzinfo=timezone.utc)    # night: the profile is flat, demand lowest
+START = datetime(2026, 1, 15, tzinfo=timezone.utc)    # midnight: the simulator's day and the UTC day agree
 LEAK_NODE, LEAK_AT_S, LEAK_KG_S = "K1030", 160.0, 0.006     # about 12 % of the night's inflow
 SECONDS = 260
 
