@@ -162,7 +162,7 @@ def mean_pressure(p1, p2):
     return 2.0 / 3.0 * (p1 * p1 + p1 * p2 + p2 * p2) / (p1 + p2)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def pipe_term(m, p1, p2, dz_m, d, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n, p_n, t_n, t_k, g,
               z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, lam_guess):
     """One pipe's (phi, dphi/dm, friction factor for the next call's guess): see ``pipe_terms``."""
