@@ -227,17 +227,21 @@ def test_report_by_month_week_year_and_classes(historian, tmp_path, capsys):
                        "composition: {name: lab, mole_fractions: {methane: 0.95, ethane: 0.03, nitrogen: 0.02}}\n")
     assert load_factors(factors).version == "utility-7"
     out = tmp_path / "cli"
+    ledger = tmp_path / "ledger.jsonl"
     assert main(["carbon", str(historian), "--period", "month", "--out", str(out), "--factors", str(factors),
-                 "--classes", str(classes)]) == 0
+                 "--classes", str(classes), "--ledger", str(ledger)]) == 0
+    from pipetwin.flows.audit.ledger import Ledger
+    assert [e["kind"] for e in Ledger(ledger).entries()] == ["report"]
     assert (out / "carbon_month.html").exists()
     capsys.readouterr()
     assert main(["carbon", str(historian), "--period", "day", "--out", str(out), "--start", "2024-02-29",
-                 "--end", "2024-03-01"]) == 0
+                 "--end", "2024-03-01", "--ledger", ""]) == 0
     printed = dict(x.split("=", 1) for x in capsys.readouterr().out.splitlines())
     assert printed["rows"] == "1" and float(printed["gas_released_kg"]) == pytest.approx(0.004 * 6 * 3600)
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\ndate: x\n")
-    assert main(["carbon", str(historian), "--period", "day", "--out", str(out), "--factors", str(bad)]) == 1
+    assert main(["carbon", str(historian), "--period", "day", "--out", str(out), "--factors", str(bad),
+                 "--ledger", ""]) == 1
 
 
 def test_empty_historian_gives_an_empty_report(tmp_path):

@@ -192,7 +192,7 @@ def test_bad_study_structure(tmp_path, text, message):
 
 def test_cli_reports_a_bad_study_in_one_line(tmp_path, capsys):
     path = write(tmp_path, SMALL.format(extra="bad: [{kind: close, link: nope}]"))
-    assert main(["whatif", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert main(["whatif", str(path), "--out", str(tmp_path / "out"), "--quiet", "--ledger", ""]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope" in err and len(err.splitlines()) == 1
 
@@ -204,7 +204,7 @@ def _figures(out: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_example_cold_day_runs(tmp_path, capsys):
     assert main(["whatif", str(EXAMPLES / "whatif-cold-day.yaml"), "--out", str(tmp_path), "--quiet",
-                 "--processes", "2"]) == 0
+                 "--processes", "2", "--ledger", ""]) == 0
     f = _figures(capsys.readouterr().out)
     assert f["variants"] == "5" and f["ticks"] == "36"
     assert float(f["min_pressure_pa[cold-day]"]) < float(f["min_pressure_pa[baseline]"])
@@ -214,9 +214,13 @@ def test_example_cold_day_runs(tmp_path, capsys):
 
 
 def test_example_valve_closure_runs(tmp_path, capsys):
+    ledger = tmp_path / "audit" / "ledger.jsonl"
     assert main(["whatif", str(EXAMPLES / "whatif-valve-closure.yaml"), "--out", str(tmp_path), "--quiet",
-                 "--processes", "1"]) == 0
+                 "--processes", "1", "--ledger", str(ledger)]) == 0
     f = _figures(capsys.readouterr().out)
+    from pipetwin.flows.audit.ledger import Ledger, verify
+    entry = list(Ledger(ledger).entries())[-1]           # the study's result, with its files' hashes
+    assert entry["kind"] == "study" and "study.json" in entry["payload"]["files"] and verify(ledger).ok
     assert float(f["customer_hours_unsupplied[planned-closure]"]) == pytest.approx(109.0)
     assert float(f["customer_hours_unsupplied[baseline]"]) == 0.0
     assert float(f["gas_lost_kg[burst-then-closure]"]) == pytest.approx(0.005 * 1800)
