@@ -18,7 +18,9 @@ def _same(a, b):
     # that 1e-4 Pa moves their flow by ~1e-6 kg/s (a sixtieth of a house's draw)
     assert np.max(np.abs(a.node_pressure_pa - b.node_pressure_pa)) < 1e-3
     assert (np.abs(a.link_flow - b.link_flow) <= 1e-3 * np.abs(b.link_flow) + 2e-6).all()
-    assert a.residual < 1e-8 and b.residual < 1e-8
+    # nodes balance to 1e-6 of the throughput (a chord step's answer) or to rounding (an exact one)
+    throughput = float(np.sum(np.abs(b.node_demand[b.node_demand > 0])))
+    assert a.residual <= 1e-6 * throughput and b.residual <= 1e-6 * throughput
 
 
 @pytest.mark.parametrize("make", [lambda: city(15, 4, seed=1), lambda: lattice(60)], ids=["city", "lattice"])
