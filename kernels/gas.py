@@ -41,7 +41,8 @@ RE_FLOOR = 1e-3
 def colebrook(re, rel_rough, guess):
     """Darcy friction factor from Colebrook-White, 1/sqrt(l) = -2 log10(2.51/(Re sqrt(l)) + k/(3.71 D)),
     solved by Newton in x = 1/sqrt(l) to machine precision, from ``guess`` (a previous lambda) when
-    positive, else from Swamee-Jain (no default arguments: numba's cache mishandles them). Returns (lambda, dlambda/dRe)."""
+    positive, else from Swamee-Jain (no default arguments: numba's cache mishandles them).
+    Returns (lambda, dlambda/dRe)."""
     if re <= 0.0:
         return 0.0, 0.0
     if re < RE_FLOOR:

@@ -125,7 +125,8 @@ class GasSolver:
         """Per-pipe arrays the pipe law reads every step, gathered once."""
         model, g, idx = self.model, self.model.gas, self.pipe_idx
         links, nodes = model.links, model.nodes
-        self.pipe_dz = np.ascontiguousarray(nodes.elevation_m[links.from_node[idx]] - nodes.elevation_m[links.to_node[idx]], dtype=np.float64)
+        dz = nodes.elevation_m[links.from_node[idx]] - nodes.elevation_m[links.to_node[idx]]
+        self.pipe_dz = np.ascontiguousarray(dz, dtype=np.float64)
         self.pipe_d = np.ascontiguousarray(links.diameter_m[idx], dtype=np.float64)
         self.pipe_l = np.ascontiguousarray(links.length_m[idx], dtype=np.float64)
         self.pipe_k = np.ascontiguousarray(links.roughness[idx], dtype=np.float64)
@@ -134,7 +135,8 @@ class GasSolver:
         area = 0.25 * np.pi * d * d
         z_m = 1.0
         # floor of dphi/dm: the laminar (Hagen-Poiseuille) slope, the smallest physical one
-        c0 = g.normal_pressure_pa * g.temperature_k * z_m / (g.normal_temperature_k * g.normal_density_kg_m3 * area ** 2)
+        c0 = g.normal_pressure_pa * g.temperature_k * z_m / (
+            g.normal_temperature_k * g.normal_density_kg_m3 * area ** 2)
         floor = c0 * 64.0 * g.dynamic_viscosity_pa_s * area * self.pipe_l / (d * d)
         self.pipe_floor = np.maximum(floor * self.floor_factor, 1e-300)
 
@@ -380,8 +382,9 @@ class GasSolver:
                            node_pressure_pa=p, node_head_m=np.full(n, np.nan), link_flow=m,
                            link_velocity_m_s=velocity, link_status=final_status, unsupplied=~supplied,
                            node_demand=node_demand, elapsed_s=time.perf_counter() - t0,
-                           extra={"max_pipe_residual_pa": max_pipe_res, "factorizations": refactors, "max_lossless_dp_pa": lossless_dp, "law_residual_pa": law_res, "last_max_dp_pa": float(dp_max),
-                                  "linear_backend": self.system.backend})
+                           extra={"max_pipe_residual_pa": max_pipe_res, "factorizations": refactors,
+                                  "max_lossless_dp_pa": lossless_dp, "law_residual_pa": law_res,
+                                  "last_max_dp_pa": float(dp_max), "linear_backend": self.system.backend})
 
     def _balanced(self, m: np.ndarray, demand: np.ndarray, tol_kg_s: float) -> bool:
         n = self.model.n_nodes

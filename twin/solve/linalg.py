@@ -172,7 +172,8 @@ class LaplacianSystem:
             raise ValueError("a solve with an old factorization needs x0")
         out = np.empty(self.n)
         x0 = np.zeros(self.n) if x0 is None else np.ascontiguousarray(x0, dtype=np.float64)
-        ok = laplacian_step(np.ascontiguousarray(w, dtype=np.float64), np.ascontiguousarray(diag_extra, dtype=np.float64),
+        ok = laplacian_step(np.ascontiguousarray(w, dtype=np.float64),
+                            np.ascontiguousarray(diag_extra, dtype=np.float64),
                             self.pinv, self.perm, self.pos_a, self.pos_b, self.pos_ab, self.cdiag, self.cp,
                             self.ci, self.cx, self.rp, self.rj, self.lp, self.li, self.lx, self.dinv, self.work,
                             self.cw, np.ascontiguousarray(rhs, dtype=np.float64), x0, refactor, out)
