@@ -55,6 +55,7 @@ def test_leak_alert_opens_soon_with_candidates_near_the_leak(network, leak_run):
     assert first.status == "open" and first.severity == "major"
     assert first.opened_ns <= t0 + (LEAK_AT_S + 60.0) * 1e9        # within three 20-s windows
     last = leaks[-1]
+    assert len({a.id for a in leaks}) == 1 and last.revision >= 1 and last.status == "open"   # revised, not cleared
     ev = last.evidence
     assert ev["estimated_flow"] == pytest.approx(LEAK_KG_S, rel=0.5)
     assert abs(ev["start_ns"] - (t0 + LEAK_AT_S * 1e9)) <= 40e9
@@ -92,3 +93,13 @@ def test_alert_opens_updates_and_clears_when_the_leak_is_repaired(net3):  # noqa
     assert 40 * hour < revisions[-1].cleared_ns <= 46 * hour
     assert det.alarm is None and max(det.s_bal, det.s_prs) < det.h      # watching afresh, no new alarm
     assert all(a.evidence["search_area_links"] for a in revisions)
+
+
+@pytest.mark.slow
+def test_normal_operation_raises_no_leak_alert(network):  # noqa: F811
+    """Ten simulated minutes without a leak (the short windows: 25 tested windows): no leak alert."""
+    model, points = network
+    batches = simulated_batches(model, points, 600, Scenario(START, []), seed=4)
+    states, alerts, _, _ = run_flow(model, points, batches, detectors=short_detectors(model, points))
+    assert len(states) == 600
+    assert not [a for a in alerts if isinstance(a, Alert) and a.kind == "leak"]
