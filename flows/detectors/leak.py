@@ -356,7 +356,6 @@ class LeakDetector(TickDetector):
                     "last_window_flow_balance": float(last.get("q_bal", np.nan)),
                     "last_window_flow_pressure": float(last.get("q_prs", np.nan)),
                     "windows_since_start": al["windows"], "search_area_length_m": al["area"]["length_m"],
-                    "search_area_pipes": al["area"]["pipes"][:200],
                     "search_area_links": al["area"]["pipes"][:200], "search_area_score": al["area"]["mass"]}
         unit = "kg/s" if self.model.is_gas else "m3/s"
         msg = (f"leak of about {al['flow']:.3g} {unit} since {al['start_ns']}, most likely near {cands[0].element} "
