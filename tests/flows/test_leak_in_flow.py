@@ -103,3 +103,32 @@ def test_normal_operation_raises_no_leak_alert(network):  # noqa: F811
     states, alerts, _, _ = run_flow(model, points, batches, detectors=short_detectors(model, points))
     assert len(states) == 600
     assert not [a for a in alerts if isinstance(a, Alert) and a.kind == "leak"]
+
+
+def test_prior_twin_follows_the_profile_over_the_utc_day(network):  # noqa: F811
+    model, points = network
+    prior = PriorTwin(model, points, WINTER_PROFILE, every_s=60.0)
+    day = 86_400 * 10 ** 9 * 20_000          # some midnight UTC
+    hour = 3_600 * 10 ** 9
+    assert prior.factor(day) == pytest.approx(WINTER_PROFILE[0])
+    assert prior.factor(day + 7 * hour + hour // 2) == pytest.approx((WINTER_PROFILE[7] + WINTER_PROFILE[8]) / 2)
+    assert prior.factor(day + 23 * hour + hour // 2) == pytest.approx((WINTER_PROFILE[23] + WINTER_PROFILE[0]) / 2)
+    with pytest.raises(ValueError, match="daily load profile"):
+        PriorTwin(model, points, [1.0, -0.5])
+
+
+def test_prior_twin_keeps_the_measurements_and_solves_the_demand_model(network):  # noqa: F811
+    """Its estimates are the demand model's, whatever the fitted twin did; one solve per interval."""
+    model, points = network
+    batches = simulated_batches(model, points, 3)
+    states, _, _, _ = run_flow(model, points, batches)
+    prior = PriorTwin(model, points, WINTER_PROFILE, every_s=60.0)
+    mine = prior.state(states[0])
+    assert np.array_equal(mine.sensor_measured, states[0].sensor_measured, equal_nan=True)
+    minute = 60 * 10 ** 9
+    middle = states[0].ts_ns - states[0].ts_ns % minute + minute // 2        # the middle of the tick's minute
+    assert mine.node_demand.sum() == pytest.approx(model.base_demand().sum() * prior.factor(middle))
+    assert mine.converged and not np.allclose(mine.sensor_estimated, states[0].sensor_estimated)
+    last = prior.last
+    prior.state(states[1])
+    assert prior.last is last                   # same minute: held, not re-solved
