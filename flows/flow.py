@@ -43,7 +43,11 @@ class FlowSinks:
 class FlowConfig:
     network: str
     tick_s: float = 1.0
-    lateness_s: float = 2.0
+    # a tick closes once readings 0.3 s past its end have arrived (align.py: late data policy): enough for
+    # sources that deliver within ~0.2 s (OPC-UA sampling + publishing at 100 ms, Modbus polls in flight
+    # concurrently), and the state is in Redis ~0.6 s after its tick (p50; pipetwin bench flow, 10,000
+    # points). Raise it above the slowest source's delivery delay (OPC-UA publishing at 1 s: >= 1.5 s).
+    lateness_s: float = 0.3
     max_age_s: float = 60.0                      # a point's last value holds this long (report by exception)
     meter_lateness_s: float = 900.0              # an hour's balance closes this long after the hour
     # several networks (or zones) in one flow: which one a batch belongs to; None: all are ``network``

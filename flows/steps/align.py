@@ -7,9 +7,9 @@ historian, which takes readings before this step, still stores it. So ``lateness
 trade: every state waits that long after its tick's end (the latency floor), and a reading is
 late when it reaches this step more than about ``lateness_s`` after readings stamped later than
 it did (transport delay: OPC-UA sampling + publishing intervals, a Modbus poll's duration, a
-stall of the worker). ``pipetwin bench flow`` measures latency and late readings per lateness at
-10,000 points (the figures are in its report); FlowConfig's default is the smallest allowance
-that lost no readings there with margin.
+stall of the worker). So set it above the slowest source's delivery delay. ``pipetwin bench
+flow`` measures latency and late readings per lateness at 10,000 points; FlowConfig's default
+(0.3 s) suits sources delivering within ~0.2 s (OPC-UA at 100 ms sampling and publishing).
 
 SCADA reports on change (OPC-UA deadbands, report-by-exception RTUs), so a point that says
 nothing still holds its last value: each tick carries every point's last good value for up to
