@@ -191,8 +191,12 @@ class FieldSimulator:
 
     # -- demand and events ---------------------------------------------------------------------
     def demand(self, time_s: float) -> np.ndarray:
-        """Customers' demand now: base x the profile (interpolated hourly) x slow customer noise."""
-        hour = (time_s / 3600.0) % 24.0
+        """Customers' demand now: base x the profile (interpolated hourly) x slow customer noise.
+        The profile follows the UTC clock (the scenario's start plus ``time_s``), as the twin's
+        demand model does, so a field started at any hour is in phase with it."""
+        start = self.scenario.start
+        since_midnight = start.hour * 3600.0 + start.minute * 60.0 + start.second + start.microsecond * 1e-6
+        hour = ((since_midnight + time_s) / 3600.0) % 24.0
         h0 = int(hour)
         w = hour - h0
         shape = (1 - w) * self.profile[h0] + w * self.profile[(h0 + 1) % 24]
