@@ -357,8 +357,10 @@ class LeakDetector(TickDetector):
                     "last_window_flow_pressure": float(last.get("q_prs", np.nan)),
                     "windows_since_start": al["windows"], "search_area_length_m": al["area"]["length_m"],
                     "search_area_links": al["area"]["pipes"][:200], "search_area_score": al["area"]["mass"]}
-        unit = "kg/s" if self.model.is_gas else "m3/s"
-        msg = (f"leak of about {al['flow']:.3g} {unit} since {al['start_ns']}, most likely near {cands[0].element} "
+        # as a control room reads it: gas in kg/h, water in L/s, the start as a UTC clock time
+        flow, unit = (al["flow"] * 3600.0, "kg/h") if self.model.is_gas else (al["flow"] * 1000.0, "L/s")
+        since = np.datetime64(int(al["start_ns"]), "ns").astype("datetime64[m]").astype(str).replace("T", " ")
+        msg = (f"leak of about {flow:.3g} {unit} since {since} UTC, most likely near {cands[0].element} "
                f"(search area {al['area']['length_m']:.0f} m of pipe)")
         return [Finding("leak", state.network, "major", float(max(self.s_bal, self.s_prs) / self.h), msg,
                         evidence, cands)]
