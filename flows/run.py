@@ -31,7 +31,9 @@ class RunOptions:
     simulator: bool = True
     scenario: str | None = None
     tick_s: float = 1.0
-    lateness_s: float = 3.0
+    # a tick closes 0.5 s after its end: above the OPC-UA publishing interval (100 ms) and the
+    # Modbus poll's spread, below what would keep the wall a second behind (benchmarks/flow.py sweep)
+    lateness_s: float = 0.5
     min_service_pressure_pa: float | None = None   # default: 50 mbar gauge below the source
     seed: int = 0
     progress: bool = True
@@ -213,7 +215,8 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
         sources = []
         if points.select("opcua").size:
             endpoint = f"opc.tcp://{options.host}:{options.opcua_port}/pipetwin/"
-            sources.append(OpcUaSource({endpoint: points}, run_for=run_for, sampling_interval_ms=1000.0))
+            sources.append(OpcUaSource({endpoint: points}, run_for=run_for, sampling_interval_ms=100.0,
+                                       publishing_interval_ms=100.0))
         if points.select("modbus").size:
             max_polls = None if options.duration_s is None else int(options.duration_s)
             sources.append(ModbusSource(points, options.host, options.modbus_port, period_s=1.0,

@@ -216,6 +216,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     opts = argparse.ArgumentParser(prog=f"pipetwin bench {args.what}")
     opts.add_argument("--quick", action="store_true", help="fewer repetitions, skip the 100k-node case")
     opts.add_argument("--shared", default=None, help="path of the shared benchmarks folder")
+    if args.what == "flow":
+        opts.add_argument("--only", choices=["throughput", "ticks", "latency"], help="one part of the benchmark")
     o = opts.parse_args(args.rest)
     if args.what == "solver":
         from pipetwin.bench.solver import main as bench_solver
@@ -224,7 +226,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "flow":
         from pipetwin.bench.flow import main as bench_flow
 
-        return bench_flow(quick=o.quick, shared=o.shared)
+        return bench_flow(quick=o.quick, shared=o.shared, only=o.only)
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
