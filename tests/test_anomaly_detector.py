@@ -140,8 +140,9 @@ def test_residual_watch_is_quiet_on_a_healthy_sensor_including_its_first_minutes
 
 def test_residual_watch_says_nothing_before_its_warmup():
     t, r, x = residuals(900, 3)
-    r[300] += 400                                  # a gross spike at 5 min: too early to judge
-    r[700] += 400                                  # the same after the warm-up
+    for k in (300, 700):                           # a gross spike at 5 min (too early to judge), then after warm-up
+        r[k] += 400
+        x[k] += 400
     hits = watch(ResidualWatch(warmup_n=600, warmup_s=600.0), t, r, x)
     assert hits == [(700, "spike")]
 
@@ -152,15 +153,18 @@ def test_residual_watch_finds_each_sensor_fault_within_its_stated_time(fault, wi
     t, r, x = residuals(3 * 3600, 4)
     at = 2 * 3600
     tail = np.arange(len(t) - at, dtype=float)
+    error = np.zeros(len(t))                       # what the faulty instrument adds to the truth
     if fault == "drift":                           # 5 mbar per hour
-        r[at:] += 500 * tail / 3600
+        error[at:] = 500 * tail / 3600
     elif fault == "bias":
-        r[at:] += 150
+        error[at:] = 150
     elif fault == "spike":
-        r[at] += 300
+        error[at] = 300
     elif fault == "noisy":
-        r[at:] += np.random.default_rng(5).normal(0, 200, len(tail))
-    else:                                          # the reading freezes while the twin goes on following demand
+        error[at:] = np.random.default_rng(5).normal(0, 200, len(tail))
+    r += error
+    x += error
+    if fault == "stuck":                                          # the reading freezes while the twin goes on following demand
         r[at:] += x[at] - x[at:]
         x[at:] = x[at]
     hits = watch(ResidualWatch(), t, r, x)

@@ -90,7 +90,7 @@ class SensorAnomaly(TickDetector):
                 faults = w.update(x - est, x, t)
                 if faults:
                     out[pid] = self._residual_finding(pid, x, est, w, spread1, max(faults, key=lambda f: f[1]))
-        return list(out.values())
+        return _isolate(list(out.values()))
 
     def _measured(self, pid: str, x: float, t: float, ts_ns: int) -> Finding | None:
         """Feed the window mean to the seasonal model when a window closes; hold its finding one window."""
@@ -146,7 +146,7 @@ class SensorAnomaly(TickDetector):
                     f" last minute, usually {self._fmt(pid, spread1, res, difference=True)}")
         else:
             tail = f"; the same value for {w.s['same_s']:.0f} s"
-        return Finding("anomaly", pid, "major" if ratio >= 2.0 else "warning", float(ratio), head + tail,
+        return Finding("anomaly", pid, "warning", float(ratio), head + tail,
                        {"stream": "residual", "fault": kind, "value": x, "expected": est + usual, "measured": x,
                         "estimated": est, "residual": gap, "usual_residual": usual, "statistic": stat,
                         "threshold": w.limits[kind],
@@ -184,6 +184,16 @@ class SensorAnomaly(TickDetector):
         self.window, self.held = copy.deepcopy(snap["window"]), copy.deepcopy(snap["held"])
         self.held_until, self.pending = dict(snap["held_until"]), copy.deepcopy(snap["pending"])
         self.pending_ns = snap["pending_ns"]
+
+
+def _isolate(findings: list[Finding]) -> list[Finding]:
+    """One offset sensor pulls the twin's fit, and with it its neighbours' residuals by a fraction of its own:
+    among residual offsets seen on the same tick, keep those at least half as strong as the strongest."""
+    offsets = [f.score for f in findings if f.evidence.get("fault") == "offset"]
+    if len(offsets) < 2:
+        return findings
+    top = max(offsets)
+    return [f for f in findings if f.evidence.get("fault") != "offset" or f.score >= 0.5 * top]
 
 
 def _units(points: PointTable | None) -> dict[str, tuple[str, float, float]]:

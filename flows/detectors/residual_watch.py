@@ -9,7 +9,8 @@ A sensor fault is what remains, and each kind leaves its own mark:
 
 - ``offset`` (a drift or a bias): the residual's 1-minute mean leaves its long-run baseline. Judged in units of
   how far that 1-minute mean usually strays (learnt, so the twin's slowly wandering bias is accounted for);
-- ``spike``: one reading far from the 1-minute mean, in units of the residual's usual tick-to-tick spread;
+- ``spike``: one reading far from the 1-minute mean, in units of the residual's usual tick-to-tick spread, and
+  the reading itself jumped the same way (not the twin's estimate, pulled by another sensor's fault);
 - ``noisy``: the residual's variance over the last minute (each reading counted at most as 5 sigma, so one
   spike does not make a noisy minute) is many times its usual one;
 - ``stuck``: the reading has not changed by a single bit for ``stuck_s`` seconds on a sensor that, while
@@ -47,11 +48,12 @@ class ResidualWatch:
         self.stuck_s, self.repeat_rate = stuck_s, repeat_rate
         self.s = self._fresh()
         self.last: dict[str, float] = {}     # the statistics judged at the last update (empty while warming up)
+        self._dt, self._a = None, (0.0, 0.0)
 
     @staticmethod
     def _fresh() -> dict:
         return {"n": 0, "t0": None, "t": None, "base": 0.0, "var": 0.0, "mean1": 0.0, "var_mean1": 0.0,
-                "var1": 0.0, "last_x": None, "same_s": 0.0, "repeats": 0.0}
+                "var1": 0.0, "last_x": None, "mean_x": 0.0, "same_s": 0.0, "repeats": 0.0}
 
     def snapshot(self) -> dict:
         return dict(self.s)
@@ -75,33 +77,50 @@ class ResidualWatch:
     def update(self, r: float, x: float, t: float) -> list[tuple[str, float, float]]:
         s = self.s
         if s["t"] is None:
-            s.update(t0=t, t=t, base=r, mean1=r, last_x=x, n=1)
+            s.update(t0=t, t=t, base=r, mean1=r, last_x=x, mean_x=x, n=1)
             return []
+        n, var, var_mean1, base, mean1_old = s["n"], s["var"], s["var_mean1"], s["base"], s["mean1"]
         dt = min(max(t - s["t"], 0.0), self.short_s)
-        a_short = 1.0 - math.exp(-dt / self.short_s)
-        mean1 = s["mean1"] + a_short * (r - s["mean1"])
-        dev1 = r - s["mean1"]
+        if dt != self._dt:                       # the tick is nearly always the same: keep its weights
+            self._dt, self._a = dt, (1.0 - math.exp(-dt / self.short_s), 1.0 - math.exp(-dt / self.long_s))
+        a_short, a_slow = self._a
+        dev1 = r - mean1_old
+        dev2 = dev1 * dev1
+        # the 1-minute mean takes a reading at most 5 sigma from it: a spike moves it by a twelfth of that
+        lim5 = 5.0 * math.sqrt(var) if n >= 10 else math.inf
+        mean1 = mean1_old + a_short * max(-lim5, min(lim5, dev1))
+        dx = x - s["mean_x"]
         # the short variance counts a reading at most as 5 sigma: one spike is a spike, not a noisy minute
-        clipped = min(dev1 * dev1, 25.0 * s["var"]) if s["n"] >= 10 else dev1 * dev1
-        var1 = s["var1"] + a_short * (clipped - s["var1"])
-        same_s = s["same_s"] + dt if x == s["last_x"] else 0.0
-        stats = {"offset": abs(mean1 - s["base"]) / math.sqrt(s["var_mean1"]) if s["var_mean1"] > 0 else 0.0,
-                 "spike": abs(dev1) / math.sqrt(s["var"]) if s["var"] > 0 else 0.0,
-                 "noisy": var1 / s["var"] if s["var"] > 0 else 0.0,
-                 "stuck": same_s / self.stuck_s if s["repeats"] < self.repeat_rate else 0.0}
-        self.last = stats if self.ready() else {}
+        var1 = s["var1"] + a_short * ((min(dev2, 25.0 * var) if n >= 10 else dev2) - s["var1"])
+        same = x == s["last_x"]
+        same_s = s["same_s"] + dt if same else 0.0
+        ready = n >= self.warmup_n and s["t"] - s["t0"] >= self.warmup_s
+        odd = False
         found = []
-        if self.ready():
-            found = [(k, v / self.limits[k], v) for k, v in stats.items() if v >= self.limits[k]]
+        if ready:
+            lim = self.limits
+            spread = max(var_mean1, 0.04 * var)  # at least a fifth of the tick spread (a quiet hour is not the rule)
+            stats = {"offset": abs(mean1 - base) / math.sqrt(spread) if spread > 0 else 0.0,
+                     # a spike is in the reading itself: a residual that jumps because the twin's estimate
+                     # jumped (pulled by another sensor) is not this sensor's spike
+                     "spike": abs(dev1) / math.sqrt(var) if var > 0 and dx * dev1 > 0.25 * dev2 else 0.0,
+                     "noisy": var1 / var if var > 0 else 0.0,
+                     "stuck": same_s / self.stuck_s if s["repeats"] < self.repeat_rate else 0.0}
+            for k, v in stats.items():
+                if v >= 0.5 * lim[k]:
+                    odd = True
+                    if v >= lim[k]:
+                        found.append((k, v / lim[k], v))
+            self.last = stats
         # learn: equal weights while young, then a long memory; ten times slower while anything looks odd
-        a_long = max(1.0 / (s["n"] + 1), 1.0 - math.exp(-dt / self.long_s))
-        if self.ready() and any(v >= 0.5 * self.limits[k] for k, v in stats.items()):
-            a_long *= 0.1
-        gap = mean1 - s["base"]
-        s["var_mean1"] += a_long * (gap * gap - s["var_mean1"])
-        s["base"] += a_long * (r - s["base"])
-        if dev1 * dev1 < 100.0 * s["var"] or s["n"] < 10:      # one wild reading must not inflate the spread
-            s["var"] += a_long * (dev1 * dev1 - s["var"])
-        s["repeats"] += a_long * ((1.0 if x == s["last_x"] else 0.0) - s["repeats"])
-        s.update(t=t, n=s["n"] + 1, mean1=mean1, var1=var1, last_x=x, same_s=same_s)
+        a_long = max(1.0 / (n + 1), a_slow) * (0.1 if odd else 1.0)
+        gap = mean1 - base
+        s["var_mean1"] = var_mean1 + a_long * (gap * gap - var_mean1)
+        s["base"] = base + a_long * (r - base)
+        if dev2 < 100.0 * var or n < 10:        # one wild reading must not inflate the spread
+            s["var"] = var + a_long * (dev2 - var)
+        if same_s <= 3.0 * dt:                  # a long run of repeats is judged, not learnt as the usual
+            s["repeats"] += max(1.0 / (n + 1), a_slow) * ((1.0 if same else 0.0) - s["repeats"])
+        s["mean_x"] += a_short * (x - s["mean_x"])
+        s.update(t=t, n=n + 1, mean1=mean1, var1=var1, last_x=x, same_s=same_s)
         return found
