@@ -100,9 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             logs = [e["message"][:300] for e in driver.get_log("browser")][-5:]
             raise SystemExit(f"the wall never showed the first state; browser console: {logs}")
         time.sleep(2.0)
-        first_payload = _payloads(driver)
+        first_payload, _ = _payloads(driver)
         driver.execute_script("""
-            window.__seen = {};
+            window.__seen = {}; window.__draw = [];
+            const draw = window.dash_clientside.wall.draw;
+            window.dash_clientside.wall.draw = function (f, b, g) {
+                const t = performance.now(); const out = draw(f, b, g);
+                window.__draw.push(performance.now() - t); return out; };
             const el = document.getElementById('wall-ts');
             new MutationObserver(() => {
                 const ts = el.getAttribute('data-ts');
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(max(0.0, 1.0 - (time.time() - tick_start)))
         time.sleep(3.0)
         seen = driver.execute_script("return window.__seen;")
-        updates = _payloads(driver)
+        draw_ms = np.array(driver.execute_script("return window.__draw;") or [np.nan])
+        updates, request_ms = _payloads(driver)
     finally:
         driver.quit()
         wall.terminate()
@@ -136,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"latency_p50_ms={np.percentile(lat, 50):.0f}")
         print(f"latency_p99_ms={np.percentile(lat, 99):.0f}")
         print(f"latency_max_ms={lat.max():.0f}")
+    print(f"frame_to_figure_ms_p50={np.nanpercentile(draw_ms, 50):.1f}")
+    if request_ms:
+        print(f"frame_request_ms_p50={np.percentile(request_ms, 50):.0f}")
     print(f"payload_first_kb={sum(first_payload) / 1024.0:.0f}")
     if len(upd):
         print(f"payload_update_kb_p50={np.percentile(upd, 50):.1f}")
@@ -143,16 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _payloads(driver) -> list[int]:
-    """Encoded sizes of the ``_dash-update-component`` responses since the last call."""
-    requests, sizes = {}, []
+def _payloads(driver) -> tuple[list[int], list[float]]:
+    """Encoded sizes of the ``_dash-update-component`` responses since the last call, and how long
+    each of those carrying a frame took from request to last byte (ms)."""
+    sent, requests, sizes, took = {}, {}, [], []
     for entry in driver.get_log("performance"):
         msg = json.loads(entry["message"])["message"]
-        if msg["method"] == "Network.responseReceived" and "_dash-update-component" in msg["params"]["response"]["url"]:
-            requests[msg["params"]["requestId"]] = True
-        elif msg["method"] == "Network.loadingFinished" and msg["params"]["requestId"] in requests:
-            sizes.append(int(msg["params"]["encodedDataLength"]))
-    return sizes
+        params = msg.get("params", {})
+        if msg["method"] == "Network.requestWillBeSent" and "_dash-update-component" in params["request"]["url"]:
+            sent[params["requestId"]] = params["timestamp"]
+        elif msg["method"] == "Network.responseReceived" and "_dash-update-component" in params["response"]["url"]:
+            requests[params["requestId"]] = True
+        elif msg["method"] == "Network.loadingFinished" and params["requestId"] in requests:
+            sizes.append(int(params["encodedDataLength"]))
+            if sizes[-1] > 2048 and params["requestId"] in sent:
+                took.append(1000.0 * (params["timestamp"] - sent[params["requestId"]]))
+    return sizes, took
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ class Geometry:
     point_element: np.ndarray        # node or link index
     point_on_node: np.ndarray
     point_quantity: np.ndarray
+    drawn: np.ndarray | None = None        # links drawn as lines (see ``drawn_links``)
     grid_x: np.ndarray | None = None       # the isobars' grid (None: nodes on a line, no contours)
     grid_y: np.ndarray | None = None
     grid_nodes: np.ndarray | None = None   # (cells, k) the nodes each cell's value comes from
@@ -107,15 +108,28 @@ def geometry(tables: dict) -> Geometry:
     x = nodes["x"].to_numpy(zero_copy_only=False).astype(float)
     y = nodes["y"].to_numpy(zero_copy_only=False).astype(float)
     grid = contour_weights(x, y)
+    fr = np.asarray([index[n] for n in links["from"].to_pylist()], np.int64)
+    to = np.asarray([index[n] for n in links["to"].to_pylist()], np.int64)
     return Geometry(node_ids=node_ids, node_kind=np.asarray(nodes["kind"].to_pylist(), dtype=object), x=x, y=y,
                     link_ids=link_ids, link_kind=np.asarray(links["kind"].to_pylist(), dtype=object),
-                    fr=np.asarray([index[n] for n in links["from"].to_pylist()], np.int64),
-                    to=np.asarray([index[n] for n in links["to"].to_pylist()], np.int64),
+                    fr=fr, to=to, drawn=drawn_links(x, y, fr, to),
                     length_m=links["length_m"].to_numpy(zero_copy_only=False).astype(float),
                     medium=tables["meta"].get("medium", "natural_gas"),
                     point_ids=np.asarray(points["point"].to_pylist(), dtype=object), point_element=element,
                     point_on_node=on_node, point_quantity=np.asarray(points["quantity"].to_pylist(), dtype=object),
                     **grid)
+
+
+def drawn_links(x: np.ndarray, y: np.ndarray, fr: np.ndarray, to: np.ndarray, share: float = 0.005) -> np.ndarray:
+    """The links the map draws as lines: all but the short ones ending at a leaf (house services:
+    shorter than ``share`` of the map's diagonal, a pixel or two on a wall). Their houses are still
+    drawn as nodes coloured by pressure, and every link keeps its hover and click, so the wall
+    loses nothing it could show while a 10,000-node network draws a fraction of the segments."""
+    degree = np.bincount(np.concatenate([fr, to]), minlength=len(x))
+    leaf = (degree[fr] == 1) | (degree[to] == 1)
+    span = float(np.hypot(np.ptp(x), np.ptp(y))) if len(x) else 0.0
+    short = np.hypot(x[fr] - x[to], y[fr] - y[to]) < share * span
+    return np.flatnonzero(~(leaf & short))
 
 
 def contour_weights(x: np.ndarray, y: np.ndarray, n: int = 90, k: int = 4) -> dict:
@@ -257,7 +271,8 @@ def geometry_arrays(geom: Geometry) -> dict:
     """Each link's two ends, sent to the browser once per page: later frames say only which
     colour class each link is in, and the browser draws the classes itself."""
     r2 = lambda v: np.round(v, 2).tolist()  # noqa: E731
-    return {"x0": r2(geom.x[geom.fr]), "y0": r2(geom.y[geom.fr]), "x1": r2(geom.x[geom.to]), "y1": r2(geom.y[geom.to])}
+    fr, to = geom.fr[geom.drawn], geom.to[geom.drawn]
+    return {"x0": r2(geom.x[fr]), "y0": r2(geom.y[fr]), "x1": r2(geom.x[to]), "y1": r2(geom.y[to])}
 
 
 def pack(values: np.ndarray, step: float) -> dict:
@@ -279,8 +294,8 @@ def unpack(p: dict | None) -> list | None:
 
 
 def map_frame(geom: Geometry, state: dict, quantity: str, contours: bool) -> dict:
-    """One tick for the map, compact: each link's colour class as one character ('0'-'7', '8'
-    unsupplied), node pressures and the isobars' field packed at display resolution, and the
+    """One tick for the map, compact: each drawn link's colour class as one character ('0'-'7',
+    '8' unsupplied), node pressures and the isobars' field packed at display resolution, and the
     sensors. About 60 kB on a 10,000-node network."""
     values = link_values(geom, state, quantity)
     unsupplied_node = state["nodes"]["unsupplied"].to_numpy(zero_copy_only=False).astype(bool)
@@ -291,7 +306,8 @@ def map_frame(geom: Geometry, state: dict, quantity: str, contours: bool) -> dic
     units = pressure_units(geom.medium, p)
     shown = np.where(~unsupplied_node, units(p), np.nan)
     # the tick as a string: nanoseconds since 1970 exceed a JavaScript number's 2**53
-    frame = {"ts": str(int(state["summary"]["ts_ns"])), "cls": (c.astype(np.uint8) + 48).tobytes().decode(),
+    frame = {"ts": str(int(state["summary"]["ts_ns"])),
+             "cls": (c[geom.drawn].astype(np.uint8) + 48).tobytes().decode(),
              "range": [lo, hi], "unit": units.label, "nodes": pack(shown, 0.1), "contour": None}
     if contours:
         grid = contour_grid(geom, units(p), ~unsupplied_node)

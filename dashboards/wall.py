@@ -9,6 +9,7 @@ drawing time, and an idle wall costs one tiny request per poll.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import numpy as np
@@ -20,6 +21,7 @@ from pipetwin.dashboards.figures import (SEVERITY_COLOURS, geometry_arrays, map_
                                          strip_extend, strip_figure, strip_rows)
 
 STRIP_TICKS = 3600          # the strip's history: the last hour at 1 s ticks
+STRIP_EVERY_S = 5.0         # how often the strip takes in new ticks
 
 
 def layout(ctx: WallContext) -> html.Div:
@@ -158,6 +160,10 @@ def register(app, ctx: WallContext) -> None:
             last_id, history = ctx.store.recent(STRIP_TICKS)
             strip_out = strip_figure(history, geom.medium)
             rows, shown = strip_rows(history), len(history)
+        elif time.monotonic() - memo.get("strip_at", 0.0) < STRIP_EVERY_S:
+            # the strip spans an hour: redrawing it with every tick would cost the map its frame rate
+            base, geo, strip_out = no_update, no_update, no_update
+            last_id, rows, shown = memo["strip_id"], memo["strip_rows"], memo["strip_n"]
         else:
             base, geo = no_update, no_update
             last_id, new = ctx.store.after(memo["strip_id"])
@@ -166,7 +172,7 @@ def register(app, ctx: WallContext) -> None:
             shown -= drop
             strip_out = strip_extend(new, rows, geom.medium, drop) if new else no_update
         memo = {"view": view, "ts": ts, "alerts": alerts_version, "strip_id": last_id, "strip_rows": rows,
-                "strip_n": shown}
+                "strip_n": shown, "strip_at": memo.get("strip_at", 0.0) if strip_out is no_update else time.monotonic()}
         return (base, geo, frame, strip_out, memo, kpi_tiles(state["summary"], alerts, geom.medium, n_sensors),
                 alert_children, zone_rows(state["summary"]))
 
