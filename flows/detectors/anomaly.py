@@ -38,11 +38,13 @@ class SensorAnomaly(TickDetector):
     ``seasonal``: ``SeasonalAnomaly`` parameters for the measured stream, fed every ``every_s`` seconds with
     the mean reading; ``threshold`` is its score from which a finding is raised (on the anomaly-likelihood
     log scale: 0.7 means a likelihood of 1 - 1e-7; NAB's best is near 0.5, but NAB charges a false alarm a
-    tenth of a miss, a control room wants fewer)."""
+    tenth of a miss, a control room wants fewer). ``flow_rel``: the smallest offset reported on a sensor that is
+    not a pressure, as a fraction of the twin's estimate (without a point table, a value above 1000 is taken
+    for a pressure in Pa)."""
 
     def __init__(self, points: PointTable | None = None, streams: tuple[str, ...] = STREAMS,
                  residual: dict | None = None, seasonal: dict | None = None, every_s: float = 300.0,
-                 threshold: float = 0.7, seasonal_warmup_s: float = 2 * DAY_S):
+                 threshold: float = 0.7, seasonal_warmup_s: float = 2 * DAY_S, flow_rel: float = 0.05):
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"SensorAnomaly: threshold must be in (0, 1], got {threshold}")
         unknown = set(streams) - set(STREAMS)
@@ -53,7 +55,8 @@ class SensorAnomaly(TickDetector):
         self.streams, self.threshold, self.every_s = tuple(streams), threshold, float(every_s)
         self.residual_params = dict(residual or {})
         self.seasonal_params = {"alarm": threshold, "warmup_s": seasonal_warmup_s, **(seasonal or {})}
-        self.units = _units(points)
+        self.units, self.flow_rel = _units(points), flow_rel
+        self.quantity = dict(zip(points.ids, points.quantity)) if points is not None else {}
         self.watch: dict[str, ResidualWatch] = {}
         self.seasonal: dict[str, SeasonalAnomaly] = {}
         self.window: dict[str, list] = {}         # pid -> [window index, sum, count]
@@ -88,6 +91,11 @@ class SensorAnomaly(TickDetector):
                     w = self.watch[pid] = ResidualWatch(**self.residual_params)
                 spread1 = math.sqrt(w.s["var"])
                 faults = w.update(x - est, x, t)
+                if self.quantity.get(pid, "pressure" if abs(est) > 1e3 else "flow") != "pressure":
+                    # a flow's residual wanders with line pack while demand ramps (the twin is steady-state):
+                    # an offset counts once it is ``flow_rel`` of the flow
+                    faults = [f for f in faults
+                              if f[0] != "offset" or abs(x - est - w.expected()) >= self.flow_rel * abs(est)]
                 if faults:
                     out[pid] = self._residual_finding(pid, x, est, w, spread1, max(faults, key=lambda f: f[1]))
         return _isolate(list(out.values()))

@@ -113,7 +113,8 @@ class ResidualWatch:
                         found.append((k, v / lim[k], v))
             self.last = stats
         # learn: equal weights while young, then a long memory; ten times slower while anything looks odd
-        a_long = max(1.0 / (n + 1), a_slow) * (0.1 if odd else 1.0)
+        # (equal weights only during the warm-up: after it, a drift must not be learnt within minutes)
+        a_long = (a_slow if ready else max(1.0 / (n + 1), a_slow)) * (0.1 if odd else 1.0)
         gap = mean1 - base
         s["var_mean1"] = var_mean1 + a_long * (gap * gap - var_mean1)
         s["base"] = base + a_long * (r - base)
