@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=28, help="city size: ~13 x blocks^2 nodes (28: ~10,600)")
     ap.add_argument("--sensors", type=int, default=300)
     ap.add_argument("--poll-ms", type=int, default=500)
+    ap.add_argument("--swing", type=float, default=0.25,
+                    help="demand swing between states (0.25: +-25 %% in 12 s, every pipe moves; 0.005: a "
+                         "control room's minute-to-minute drift)")
     args = ap.parse_args(argv)
 
     from rich.progress import track
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     first = state(t0, 1.0)
     # the day's demand swing, solved before the clock starts: publishing is then as cheap as the
     # flow's own write, and what is timed is the wall alone
-    swing = [state(t0, float(1.0 + 0.25 * np.sin(2 * np.pi * k / 12))) for k in
+    swing = [state(t0, float(1.0 + args.swing * np.sin(2 * np.pi * k / 12))) for k in
              track(range(12), description="solving states", console=None)]
     write_state(r, first)
     wall = subprocess.Popen([sys.executable, "-m", "pipetwin.cli", "dashboard", "--redis-url", redis_server.url,
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"nodes={model.n_nodes}")
     print(f"links={model.n_links}")
     print(f"poll_ms={args.poll_ms}")
+    print(f"swing={args.swing}")
     print(f"updates={len(published)}")
     print(f"updates_shown={len(lat)}")
     print(f"updates_skipped={missed}")

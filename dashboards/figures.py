@@ -293,14 +293,21 @@ def unpack(p: dict | None) -> list | None:
     return [None if v == -32768 else p["o"] + float(v) * p["s"] for v in q]
 
 
-def map_frame(geom: Geometry, state: dict, quantity: str, contours: bool) -> dict:
+def map_frame(geom: Geometry, state: dict, quantity: str, contours: bool,
+              colour_range: tuple[float, float] | None = None) -> dict:
     """One tick for the map, compact: each drawn link's colour class as one character ('0'-'7',
     '8' unsupplied), node pressures and the isobars' field packed at display resolution, and the
-    sensors. About 60 kB on a 10,000-node network."""
+    sensors. About 60 kB on a 10,000-node network.
+
+    ``colour_range`` keeps the classes' range of an earlier frame, so a colour means the same
+    value from tick to tick (as a control room reads a map) and only the pipes whose value crossed
+    a class boundary change; it widens only when a value falls outside it."""
     values = link_values(geom, state, quantity)
     unsupplied_node = state["nodes"]["unsupplied"].to_numpy(zero_copy_only=False).astype(bool)
     dead = unsupplied_node[geom.fr] | unsupplied_node[geom.to]
     lo, hi = nice_range(values[~dead])
+    if colour_range is not None:
+        lo, hi = min(lo, colour_range[0]), max(hi, colour_range[1])
     c = np.where(dead, N_CLASSES, classes(values, lo, hi))
     p = state["nodes"]["pressure_pa"].to_numpy(zero_copy_only=False)
     units = pressure_units(geom.medium, p)

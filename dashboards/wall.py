@@ -152,7 +152,7 @@ def register(app, ctx: WallContext) -> None:
         if state is None:
             raise PreventUpdate
         stamp = datetime.fromtimestamp(ts / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        frame = map_frame(geom, state, quantity, bool(contours))
+        frame = map_frame(geom, state, quantity, bool(contours), None if fresh else memo.get("range"))
         frame["stamp"] = stamp
         if fresh or memo.get("strip_id") is None:
             base, _ = map_figure(geom, None, quantity, bool(contours))
@@ -171,7 +171,8 @@ def register(app, ctx: WallContext) -> None:
             drop = max(0, shown - STRIP_TICKS)
             shown -= drop
             strip_out = strip_extend(new, rows, geom.medium, drop) if new else no_update
-        memo = {"view": view, "ts": ts, "alerts": alerts_version, "strip_id": last_id, "strip_rows": rows,
+        memo = {"view": view, "ts": ts, "alerts": alerts_version, "range": frame["range"],
+                "strip_id": last_id, "strip_rows": rows,
                 "strip_n": shown, "strip_at": memo.get("strip_at", 0.0) if strip_out is no_update else time.monotonic()}
         return (base, geo, frame, strip_out, memo, kpi_tiles(state["summary"], alerts, geom.medium, n_sensors),
                 alert_children, zone_rows(state["summary"]))
