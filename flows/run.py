@@ -147,11 +147,14 @@ class DashboardProcess:
 
 
 def default_detectors(model: NetworkModel, min_pa: float | None, points: PointTable | None = None):
-    """The live flow's detectors. With ``points`` (gas) also the leak detector, its residuals taken
+    """The live flow's detectors: limits, residuals, silent sensors, the zone balance, per-sensor
+    anomalies (sensor faults seen in the residual; the measured stream's daily cycle after two
+    days). With ``points`` (gas) also the leak detector, its residuals taken
     against the demand-model twin (``PriorTwin``: base demand x the standard daily load profile the
     bundled network's consumers follow), not the fitted one, which absorbs a leak (docs/leaks.md)."""
     import numpy as np
 
+    from pipetwin.flows.detectors.anomaly import SensorAnomaly
     from pipetwin.flows.detectors.balance import UnaccountedGas
     from pipetwin.flows.detectors.data_quality import SensorSilent
     from pipetwin.flows.detectors.pressure_limit import PressureLimit
@@ -161,12 +164,14 @@ def default_detectors(model: NetworkModel, min_pa: float | None, points: PointTa
         source_p = model.nodes.fixed_pressure_pa[np.isfinite(model.nodes.fixed_pressure_pa)]
         min_pa = float(source_p.min()) - 5000.0 if len(source_p) else 101325.0
     if points is None or not model.is_gas:
-        return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10), UnaccountedGas()]
+        return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10), UnaccountedGas(),
+                        SensorAnomaly(points)]
     from pipetwin.connectors.simulator import WINTER_PROFILE
     from pipetwin.flows.detectors.leak import LeakDetector
     from pipetwin.flows.steps.twin import PriorTwin
 
     return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10), UnaccountedGas(),
+                    SensorAnomaly(points),
                     LeakDetector.for_points(model, points, prior=PriorTwin(model, points, WINTER_PROFILE))]
 
 
