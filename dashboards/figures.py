@@ -81,7 +81,8 @@ class Geometry:
     point_element: np.ndarray        # node or link index
     point_on_node: np.ndarray
     point_quantity: np.ndarray
-    drawn: np.ndarray | None = None        # links drawn as lines (see ``drawn_links``)
+    drawn: np.ndarray | None = None        # links drawn as lines, in drawing order (see ``drawn_links``)
+    drawn_flip: np.ndarray | None = None   # drawn from its ``to`` end (so it continues the one before)
     grid_x: np.ndarray | None = None       # the isobars' grid (None: nodes on a line, no contours)
     grid_y: np.ndarray | None = None
     grid_nodes: np.ndarray | None = None   # (cells, k) the nodes each cell's value comes from
@@ -110,9 +111,10 @@ def geometry(tables: dict) -> Geometry:
     grid = contour_weights(x, y)
     fr = np.asarray([index[n] for n in links["from"].to_pylist()], np.int64)
     to = np.asarray([index[n] for n in links["to"].to_pylist()], np.int64)
+    drawn, flip = chain_order(len(x), fr, to, drawn_links(x, y, fr, to))
     return Geometry(node_ids=node_ids, node_kind=np.asarray(nodes["kind"].to_pylist(), dtype=object), x=x, y=y,
                     link_ids=link_ids, link_kind=np.asarray(links["kind"].to_pylist(), dtype=object),
-                    fr=fr, to=to, drawn=drawn_links(x, y, fr, to),
+                    fr=fr, to=to, drawn=drawn, drawn_flip=flip,
                     length_m=links["length_m"].to_numpy(zero_copy_only=False).astype(float),
                     medium=tables["meta"].get("medium", "natural_gas"),
                     point_ids=np.asarray(points["point"].to_pylist(), dtype=object), point_element=element,
@@ -130,6 +132,40 @@ def drawn_links(x: np.ndarray, y: np.ndarray, fr: np.ndarray, to: np.ndarray, sh
     span = float(np.hypot(np.ptp(x), np.ptp(y))) if len(x) else 0.0
     short = np.hypot(x[fr] - x[to], y[fr] - y[to]) < share * span
     return np.flatnonzero(~(leaf & short))
+
+
+def chain_order(n_nodes: int, fr: np.ndarray, to: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The links ``idx`` in depth-first order, each oriented to start where the one before ended
+    whenever the walk allows: the browser then draws a run of links of one colour as one polyline
+    (one point per link instead of three), which is what its WebGL redraw costs."""
+    adj: list[list[tuple[int, int, bool]]] = [[] for _ in range(n_nodes)]
+    for k in idx:
+        adj[fr[k]].append((int(k), int(to[k]), False))
+        adj[to[k]].append((int(k), int(fr[k]), True))
+    seen = np.zeros(len(fr), bool)
+    visited = np.zeros(n_nodes, bool)
+    order, flip = [], []
+    for start in np.concatenate([fr[idx], to[idx]]) if len(idx) else []:
+        if visited[start]:
+            continue
+        visited[start] = True
+        stack = [(int(start), 0)]
+        while stack:
+            node, i = stack[-1]
+            if i == len(adj[node]):
+                stack.pop()
+                continue
+            stack[-1] = (node, i + 1)
+            k, other, flipped = adj[node][i]
+            if seen[k]:
+                continue
+            seen[k] = True
+            order.append(k)
+            flip.append(flipped)
+            if not visited[other]:
+                visited[other] = True
+                stack.append((other, 0))
+    return np.asarray(order, np.int64), np.asarray(flip, bool)
 
 
 def contour_weights(x: np.ndarray, y: np.ndarray, n: int = 90, k: int = 4) -> dict:
@@ -271,7 +307,8 @@ def geometry_arrays(geom: Geometry) -> dict:
     """Each link's two ends, sent to the browser once per page: later frames say only which
     colour class each link is in, and the browser draws the classes itself."""
     r2 = lambda v: np.round(v, 2).tolist()  # noqa: E731
-    fr, to = geom.fr[geom.drawn], geom.to[geom.drawn]
+    a, b = geom.fr[geom.drawn], geom.to[geom.drawn]
+    fr, to = np.where(geom.drawn_flip, b, a), np.where(geom.drawn_flip, a, b)
     return {"x0": r2(geom.x[fr]), "y0": r2(geom.y[fr]), "x1": r2(geom.x[to]), "y1": r2(geom.y[to])}
 
 
@@ -332,10 +369,18 @@ def apply_frame(fig: dict, frame: dict, geo: dict) -> dict:
     data = [dict(t) for t in fig["data"]]
     xs = [[] for _ in range(N_CLASSES + 1)]
     ys = [[] for _ in range(N_CLASSES + 1)]
-    for i, ch in enumerate(frame["cls"]):
+    cls = frame["cls"]
+    for i, ch in enumerate(cls):
         k = ord(ch) - 48
-        xs[k] += [geo["x0"][i], geo["x1"][i], None]
-        ys[k] += [geo["y0"][i], geo["y1"][i], None]
+        if i > 0 and cls[i - 1] == ch and geo["x1"][i - 1] == geo["x0"][i] and geo["y1"][i - 1] == geo["y0"][i]:
+            xs[k].append(geo["x1"][i])          # continues the previous link's line
+            ys[k].append(geo["y1"][i])
+            continue
+        if xs[k]:
+            xs[k].append(None)
+            ys[k].append(None)
+        xs[k] += [geo["x0"][i], geo["x1"][i]]
+        ys[k] += [geo["y0"][i], geo["y1"][i]]
     for k in range(N_CLASSES + 1):
         data[T_PIPES + k] = {**data[T_PIPES + k], "x": xs[k], "y": ys[k]}
     marker = {**data[T_NODES]["marker"], "color": unpack(frame["nodes"])}

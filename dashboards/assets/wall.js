@@ -22,9 +22,15 @@
         for (let k = 0; k <= m.classes; k++) { xs.push([]); ys.push([]); }
         const cls = frame.cls;
         for (let i = 0; i < cls.length; i++) {
-            const k = cls.charCodeAt(i) - 48;
-            xs[k].push(geo.x0[i], geo.x1[i], null);
-            ys[k].push(geo.y0[i], geo.y1[i], null);
+            const c = cls.charCodeAt(i), k = c - 48;
+            if (i > 0 && cls.charCodeAt(i - 1) === c && geo.x1[i - 1] === geo.x0[i] && geo.y1[i - 1] === geo.y0[i]) {
+                xs[k].push(geo.x1[i]);             // continues the previous link's line
+                ys[k].push(geo.y1[i]);
+                continue;
+            }
+            if (xs[k].length) { xs[k].push(null); ys[k].push(null); }
+            xs[k].push(geo.x0[i], geo.x1[i]);
+            ys[k].push(geo.y0[i], geo.y1[i]);
         }
         for (let k = 0; k <= m.classes; k++) {
             data[m.pipes + k] = Object.assign({}, base.data[m.pipes + k], {x: xs[k], y: ys[k]});

@@ -35,9 +35,16 @@ def test_map_draws_every_pipe_once_with_isobars_and_sensors(ctx):
     geom, state = ctx.geometry(), ctx.store.state()
     fig, _ = figures.map_figure(geom, state, "pressure")
     data = fig["data"]
-    drawn = sum(sum(1 for v in data[figures.T_PIPES + k]["x"] if v is None) for k in range(figures.N_CLASSES))
-    drawn += sum(1 for v in data[figures.T_UNSUPPLIED]["x"] if v is None)
-    assert drawn == len(geom.drawn) and len(geom.drawn) >= 0.5 * len(geom.link_ids)
+    segments = set()
+    for t in range(figures.T_PIPES, figures.T_UNSUPPLIED + 1):      # polylines back into links
+        xs, ys = data[t]["x"], data[t]["y"]
+        for i in range(1, len(xs)):
+            if xs[i] is not None and xs[i - 1] is not None:
+                segments.add(frozenset([(xs[i - 1], ys[i - 1]), (xs[i], ys[i])]))
+    x, y = np.round(geom.x, 2).tolist(), np.round(geom.y, 2).tolist()     # as the figure rounds them
+    expected = {frozenset([(x[a], y[a]), (x[b], y[b])]) for a, b in zip(geom.fr[geom.drawn], geom.to[geom.drawn])}
+    assert segments == expected and len(geom.drawn) >= 0.5 * len(geom.link_ids)
+    assert len(set(geom.drawn.tolist())) == len(geom.drawn)
     skipped = np.setdiff1d(np.arange(len(geom.link_ids)), geom.drawn)   # only short services to a leaf
     degree = np.bincount(np.concatenate([geom.fr, geom.to]))
     assert ((degree[geom.fr[skipped]] == 1) | (degree[geom.to[skipped]] == 1)).all()
