@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 import numpy as np
+import pyarrow as pa
 from dash import Input, Output, State, dash_table, dcc, html
 from dash.exceptions import PreventUpdate
 
@@ -91,6 +92,24 @@ def layout(ctx: WallContext, search: str) -> html.Div:
     ])
 
 
+def completeness_text(ctx: WallContext, point: str, series: pa.Table, received: int) -> str:
+    """Readings received against what the point's expected period promises over the span the
+    historian covers in the window (a history that starts mid-window is not counted as missing
+    before it starts)."""
+    tables = ctx.store.network_tables()
+    if tables is None or series.num_rows < 2:
+        return "completeness: not enough history"
+    points = tables["points"]
+    row = points["point"].to_pylist().index(point)
+    period = float(points["period_s"][row].as_py() or 0.0)
+    ts = series["ts"].cast("int64").to_numpy()
+    span_s = (int(ts.max()) - int(ts.min())) / 1e9 + period
+    if period <= 0 or span_s <= 0:
+        return "completeness: no expected period"
+    share = min(received / (span_s / period), 1.0)
+    return f"completeness {100.0 * share:.1f} % ({received} of {span_s / period:.0f} expected)"
+
+
 def register(app, ctx: WallContext) -> None:
     @app.callback(Output("drill-series", "children"), Input("drill-period", "value"),
                   State("drill-sensors", "data"))
@@ -121,7 +140,8 @@ def register(app, ctx: WallContext) -> None:
                            "count": v["count"]} for k, v in stats.items()],
                     style_cell={"backgroundColor": "#171a21", "color": "#e8e8e8"},
                     style_header={"backgroundColor": "#222", "color": "#eee"}),
-                html.Div("readings by quality: " + (", ".join(f"{k} {v}" for k, v in quality.items()) or "none"),
-                         className="quiet"),
+                html.Div("readings by quality: " + (", ".join(f"{k} {v}" for k, v in quality.items()) or "none")
+                         + " · " + completeness_text(ctx, point, table, sum(quality.values())),
+                         className="quiet", id=f"quality-{point}"),
             ]))
         return out

@@ -155,6 +155,9 @@ def test_drilldown_opens_the_right_series(browser, wall):
     wait_for(browser, lambda b: css(b, "#series-PT-002 .main-svg"), what="PT-002's series")
     title = wait_for(browser, lambda b: css(b, "#series-PT-002 .gtitle")[0].text, what="the series title")
     assert title.startswith("PT-002")
+    quality = wait_for(browser, lambda b: css(b, "#quality-PT-002")[0].text, what="PT-002's quality line")
+    share = float(quality.split("completeness ")[1].split(" %")[0])
+    assert 30.0 < share < 100.0           # the dropout: a minute of 150 s missing
     browser.save_screenshot(str(ARTIFACTS / "drilldown.png"))
 
 
