@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from dash import dcc, html
 
 from pipetwin.dashboards.context import GRAPH_CONFIG, WallContext
+from pipetwin.dashboards.files import allowed_file, serve_folder
 from pipetwin.dashboards.figures import PANEL
 from pipetwin.dashboards.network_maps import VARIANT_COLOURS
 from pipetwin.dashboards.studies import data_table
@@ -247,20 +248,9 @@ SERVED = re.compile(r"^carbon_(day|week|month|year)(\.html|_summary\.csv|_combus
 
 def report_file(root: str | Path, rel: str) -> Path | None:
     """A served file of a report: only its outputs, only inside ``root``."""
-    root = Path(root).resolve()
-    path = (root / rel).resolve()
-    if not SERVED.match(path.name) or not path.is_file() or root not in path.parents:
-        return None
-    return path
+    return allowed_file(root, rel, lambda name: SERVED.match(name) is not None)
 
 
 def register(app, ctx: WallContext) -> None:
-    from flask import abort, send_file
-
-    def serve(rel: str):
-        path = report_file(ctx.reports_dir, rel) if ctx.reports_dir else None
-        if path is None:
-            abort(404)
-        return send_file(path)
-
-    app.server.add_url_rule("/carbon-files/<path:rel>", "carbon_files", serve)
+    serve_folder(app, "/carbon-files/<path:rel>", "carbon_files", lambda: ctx.reports_dir,
+                 lambda name: SERVED.match(name) is not None)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from dash import dash_table, dcc, html
 
 from pipetwin.dashboards.context import GRAPH_CONFIG, WallContext
+from pipetwin.dashboards.files import allowed_file, serve_folder
 from pipetwin.dashboards.figures import PANEL, TEXT, Geometry, Units, pressure_units
 from pipetwin.dashboards.network_maps import (MARK, VARIANT_COLOURS, coloured_pipe_traces, dark_layout, gap_lines,
                                               load_model, model_geometry, resolve_network, shared_range)
@@ -345,20 +346,8 @@ def layout(ctx: WallContext, search: str = "") -> html.Div:
 
 def study_file(root: str | Path, rel: str) -> Path | None:
     """A served file of a study: only the report and the tables, only inside ``root``."""
-    root = Path(root).resolve()
-    path = (root / rel).resolve()
-    if path.name not in SERVED or not path.is_file() or root not in path.parents:
-        return None
-    return path
+    return allowed_file(root, rel, SERVED.__contains__)
 
 
 def register(app, ctx: WallContext) -> None:
-    from flask import abort, send_file
-
-    def serve(rel: str):
-        path = study_file(ctx.studies_dir, rel) if ctx.studies_dir else None
-        if path is None:
-            abort(404)
-        return send_file(path)
-
-    app.server.add_url_rule("/study-files/<path:rel>", "study_files", serve)
+    serve_folder(app, "/study-files/<path:rel>", "study_files", lambda: ctx.studies_dir, SERVED.__contains__)
