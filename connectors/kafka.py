@@ -18,6 +18,9 @@ them in order.
   the flow: they are counted in ``ReadingErrors`` and handed to ``on_error``.
 - ``kafka_readings`` / ``decode_stream``: the same as an operator with two streams, ``oks``
   (Reading batches) and ``errs`` (``ReadingDecodeError``), for flows that route errors themselves.
+- ``bootstrap_servers`` / ``partition_for_key`` / ``ensure_topic``: what ``--kafka`` options mean,
+  which partition a zone's readings land in (Kafka's own murmur2 rule), and the readings topic made
+  when it is missing.
 
 confluent-kafka (and with it ``bytewax.connectors.kafka``) is imported only by the functions that
 talk to a broker, so encoding, zoning and decoding work without it.
@@ -26,9 +29,11 @@ talk to a broker, so encoding, zoning and decoding work without it.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,6 +45,8 @@ from pipetwin.connectors.reading import READING_SCHEMA, point_rows
 CONTENT_HEADER = "pipetwin-content"
 CONTENT_TYPE = b"reading-arrow-ipc/1"
 DEFAULT_ZONE = "unzoned"
+DEFAULT_TOPIC = "pipetwin.readings"
+DEFAULT_PARTITIONS = 8     # docker/docker-compose.yml's KAFKA_PARTITIONS default: zones spread over workers
 MAX_ROWS = 10_000          # rows per message: ~0.5 MB uncompressed, under Kafka's 1 MB default limit
 
 # Java clients hash keys with murmur2; librdkafka's default ("consistent_random") uses CRC32.
@@ -202,6 +209,122 @@ def zone_messages(batch: pa.RecordBatch, zones: ZoneMap | ZoneFn | str,
     return out
 
 
+# --- options, partitions, topics ------------------------------------------------------------------
+
+_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def bootstrap_servers(text: str | Iterable[str]) -> list[str]:
+    """``host:port`` entries of a ``--kafka`` value (comma-separated, or a list), checked here so a
+    typo fails at once with its reason instead of as a client that retries forever.
+
+    >>> bootstrap_servers("kafka:19092, 127.0.0.1:9092")
+    ['kafka:19092', '127.0.0.1:9092']
+    >>> bootstrap_servers("[::1]:9092")
+    ['[::1]:9092']
+    """
+    items = [b.strip() for b in (text.split(",") if isinstance(text, str) else text)]
+    items = [b for b in items if b]
+    if not items:
+        raise ValueError("no Kafka bootstrap server given (expected host:port[,host:port...])")
+    for item in items:
+        host, sep, port = item.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in "/ @"):
+            raise ValueError(f"Kafka bootstrap server {item!r}: expected host:port (e.g. localhost:9092)")
+    return items
+
+
+def check_topic(name: str) -> str:
+    """A topic name Kafka accepts (ASCII letters, digits, '.', '_', '-'; at most 249), else ``ValueError``."""
+    if not name or len(name) > 249 or name in (".", "..") or not set(name) <= _TOPIC_CHARS:
+        raise ValueError(f"Kafka topic {name!r}: use 1-249 of the characters a-z A-Z 0-9 . _ -")
+    return name
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (the Java client's ``Utils.murmur2``), as a signed 32-bit int."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> 24
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    tail = data[length - length % 4:]
+    if len(tail) >= 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h ^= tail[0]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for_key(key: bytes | str, partitions: int) -> int:
+    """The partition a keyed message goes to with ``PRODUCER_DEFAULTS`` (librdkafka's
+    ``murmur2_random``, the Java client's default rule): ``(murmur2(key) & 0x7fffffff) % partitions``.
+    Which zones share a partition, and so a worker, follows from this alone.
+
+    >>> [partition_for_key(z, 2) for z in ("zone-0", "zone-1", "zone-2", "zone-3")]
+    [1, 0, 1, 1]
+    """
+    if partitions < 1:
+        raise ValueError("partitions must be at least 1")
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    return (murmur2(raw) & 0x7FFFFFFF) % partitions
+
+
+def zone_partitions(zones: Iterable[str], partitions: int) -> dict[int, list[str]]:
+    """Partition -> the zones whose readings land in it (every partition listed, maybe empty)."""
+    out: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for zone in sorted(set(zones)):
+        out[partition_for_key(zone, partitions)].append(zone)
+    return out
+
+
+def ensure_topic(brokers: Iterable[str] | str, topic: str, partitions: int = DEFAULT_PARTITIONS, *,
+                 timeout_s: float = 30.0, add_config: Mapping[str, Any] | None = None) -> int:
+    """Create ``topic`` with ``partitions`` (replication 1) unless it exists; returns the partitions
+    it has (an existing topic keeps its own count). Raises ``RuntimeError`` if the broker cannot be
+    reached within ``timeout_s``. Needs confluent-kafka."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    check_topic(topic)
+    if partitions < 1:
+        raise ValueError("partitions must be at least 1")
+    admin = AdminClient({"bootstrap.servers": ",".join(bootstrap_servers(brokers)), **(add_config or {})})
+
+    def existing() -> int | None:
+        try:
+            meta = admin.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            raise RuntimeError(f"Kafka at {brokers}: {exc}") from None
+        found = meta.topics.get(topic)
+        return len(found.partitions) if found is not None and found.error is None and found.partitions else None
+
+    have = existing()
+    if have is not None:
+        return have
+    future = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+                                 request_timeout=timeout_s)[topic]
+    try:
+        future.result(timeout_s)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:   # made by another process meanwhile: fine
+            raise RuntimeError(f"Kafka at {brokers}: creating {topic}: {exc}") from None
+    have = existing()
+    return have if have is not None else partitions
+
+
 # --- producing -----------------------------------------------------------------------------------
 
 @dataclass
@@ -330,12 +453,18 @@ def decode_message(msg) -> pa.RecordBatch | ReadingDecodeError:
 
 class _DecodedPartition(StatefulSourcePartition[pa.RecordBatch, Any]):
     def __init__(self, inner: StatefulSourcePartition, errors: ReadingErrors,
-                 on_error: Callable[[ReadingDecodeError], None] | None):
+                 on_error: Callable[[ReadingDecodeError], None] | None, *,
+                 end_at: float | None = None, idle_s: float = 0.0):
         self._inner, self._errors, self._on_error = inner, errors, on_error
+        self._end_at, self._idle_s = end_at, idle_s      # end_at: time.monotonic() at which to stop
+        self._awake = None
 
     def next_batch(self) -> list[pa.RecordBatch]:
+        if self._end_at is not None and time.monotonic() >= self._end_at:
+            raise StopIteration()
         out = []
-        for item in self._inner.next_batch():    # StopIteration passes through: the partition ends
+        items = self._inner.next_batch()    # StopIteration passes through: the partition ends
+        for item in items:
             decoded = decode_message(item)
             if isinstance(decoded, ReadingDecodeError):
                 self._errors.add(decoded)
@@ -346,10 +475,17 @@ class _DecodedPartition(StatefulSourcePartition[pa.RecordBatch, Any]):
                         pass
             elif decoded.num_rows:
                 out.append(decoded)
+        # bytewax's Kafka partition polls for 1 ms and asks to be called again at once: on an idle
+        # topic that is a busy loop per partition. An empty poll waits idle_s before the next one.
+        self._awake = (datetime.now(timezone.utc) + timedelta(seconds=self._idle_s)
+                       if not items and self._idle_s > 0 else None)
         return out
 
     def next_awake(self):
-        return self._inner.next_awake()
+        inner = self._inner.next_awake()
+        if inner is None or self._awake is None:
+            return inner if inner is not None else self._awake
+        return min(inner, self._awake)
 
     def snapshot(self):
         return self._inner.snapshot()       # the Kafka offset: resuming re-reads nothing twice
@@ -362,18 +498,23 @@ class DecodedReadingSource(FixedPartitionedSource[pa.RecordBatch, Any]):
     """Wraps a source of Kafka messages (bytewax's ``KafkaSource``, ``raise_on_errors=False``)
     and yields Reading batches. Partitions are the inner source's (one per topic partition), so
     bytewax spreads them over workers and processes. Messages that are not Reading batches, and
-    consumer errors, go to ``errors`` and ``on_error``; the offset moves past them."""
+    consumer errors, go to ``errors`` and ``on_error``; the offset moves past them.
+    ``run_for_s``: every partition ends that long after it is built (a live run's ``--duration``);
+    ``idle_s``: how long a partition rests after a poll that found nothing."""
 
     def __init__(self, inner: FixedPartitionedSource, *, on_error: Callable[[ReadingDecodeError], None] | None = None,
-                 errors: ReadingErrors | None = None):
+                 errors: ReadingErrors | None = None, run_for_s: float | None = None, idle_s: float = 0.0):
         self.inner, self.on_error = inner, on_error
         self.errors = errors if errors is not None else ReadingErrors()
+        self.run_for_s, self.idle_s = run_for_s, idle_s
 
     def list_parts(self) -> list[str]:
         return self.inner.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state) -> _DecodedPartition:
-        return _DecodedPartition(self.inner.build_part(step_id, for_part, resume_state), self.errors, self.on_error)
+        end_at = None if self.run_for_s is None else time.monotonic() + self.run_for_s
+        return _DecodedPartition(self.inner.build_part(step_id, for_part, resume_state), self.errors, self.on_error,
+                                 end_at=end_at, idle_s=self.idle_s)
 
 
 def _brokers(brokers: Iterable[str] | str) -> list[str]:
@@ -383,10 +524,13 @@ def _brokers(brokers: Iterable[str] | str) -> list[str]:
 def kafka_reading_source(brokers: Iterable[str] | str, topics: Iterable[str] | str, *, tail: bool = True,
                          starting_offset: int | None = None, add_config: Mapping[str, Any] | None = None,
                          batch_size: int = 1000, on_error: Callable[[ReadingDecodeError], None] | None = None,
-                         errors: ReadingErrors | None = None) -> DecodedReadingSource:
+                         errors: ReadingErrors | None = None, run_for_s: float | None = None,
+                         idle_s: float = 0.0) -> DecodedReadingSource:
     """A bytewax source of Reading batches from Kafka ``topics`` (bytewax's ``KafkaSource``
     underneath). ``brokers`` may be a comma-separated string (``KAFKA_BOOTSTRAP``).
-    ``tail=False`` ends each partition at its current end (replays, tests). Needs confluent-kafka."""
+    ``tail=False`` ends each partition at its current end (replays, tests). ``starting_offset``:
+    default the beginning; ``confluent_kafka.OFFSET_END`` reads only what arrives from now on.
+    ``run_for_s`` / ``idle_s``: see ``DecodedReadingSource``. Needs confluent-kafka."""
     from bytewax.connectors.kafka import KafkaSource
     from confluent_kafka import OFFSET_BEGINNING
 
@@ -394,7 +538,7 @@ def kafka_reading_source(brokers: Iterable[str] | str, topics: Iterable[str] | s
     inner = KafkaSource(_brokers(brokers), topics, tail=tail,
                         starting_offset=OFFSET_BEGINNING if starting_offset is None else starting_offset,
                         add_config=dict(add_config or {}), batch_size=batch_size, raise_on_errors=False)
-    return DecodedReadingSource(inner, on_error=on_error, errors=errors)
+    return DecodedReadingSource(inner, on_error=on_error, errors=errors, run_for_s=run_for_s, idle_s=idle_s)
 
 
 class ReadingStreams(NamedTuple):
@@ -429,7 +573,9 @@ def kafka_readings(step_id: str, flow, brokers: Iterable[str] | str, topics: Ite
 
 
 
-__all__ = ["CONTENT_HEADER", "CONTENT_TYPE", "DEFAULT_ZONE", "MAX_ROWS", "PRODUCER_DEFAULTS", "DecodedReadingSource",
+__all__ = ["CONTENT_HEADER", "CONTENT_TYPE", "DEFAULT_PARTITIONS", "DEFAULT_TOPIC", "DEFAULT_ZONE", "MAX_ROWS",
+           "PRODUCER_DEFAULTS", "DecodedReadingSource", "bootstrap_servers", "check_topic", "ensure_topic", "murmur2",
+           "partition_for_key", "zone_partitions",
            "ProducerStats", "ReadingDecodeError", "ReadingErrors", "ReadingProducer", "ReadingStreams", "ZoneMap",
            "decode_batch", "decode_message", "decode_stream", "encode_batch", "kafka_reading_sink",
            "kafka_reading_source", "kafka_readings", "reading_sink_messages", "split_by_zone", "zone_messages"]

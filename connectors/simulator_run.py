@@ -5,6 +5,11 @@ SCADA points go out through a real asyncua OPC-UA server and a real pymodbus Mod
 head-end export files (Parquet, long shape) into a folder and/or pushed to a Redis Stream. The
 scenario's server outages really stop and restart the servers. Endpoints are printed on lines of
 their own so a flow (or a person) can attach.
+
+With ``kafka`` the simulator also plays the utility's field gateways: every step's SCADA values and
+every meter interval are published as Reading batches (SI) to a Kafka topic, keyed by zone
+(connectors/kafka.py), which is how readings reach flows on several machines. A gateway whose
+protocol is in an outage publishes nothing while it lasts, as its server says nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipetwin.connectors.points import PointTable
+from pipetwin.connectors.reading import GOOD, readings_batch
 from pipetwin.connectors.simulator import FieldSimulator, Scenario, Step
+
+KAFKA_SOURCE = "kafka-gateway"     # the Reading ``source`` prefix of what the simulator publishes to Kafka
 
 
 @dataclass
@@ -35,7 +43,38 @@ class RunStats:
     outages: int = 0
     max_iterations: int = 0
     not_converged: int = 0
+    kafka_batches: int = 0
+    kafka_rows: int = 0
     endpoints: dict = field(default_factory=dict)
+
+
+@dataclass
+class KafkaTarget:
+    """Where ``SimulatorRun`` publishes readings: bootstrap servers, topic (made with
+    ``partitions`` when missing), and the number of zones its points are keyed by (``ZoneMap.from_model``)."""
+
+    bootstrap: str
+    topic: str = "pipetwin.readings"
+    partitions: int = 8
+    zones: int = 4
+    add_config: dict = field(default_factory=dict)
+
+
+def scada_readings(points: PointTable, rows: np.ndarray, values: np.ndarray, ts_ns: int,
+                   source: str = KAFKA_SOURCE) -> pa.RecordBatch:
+    """The SCADA points at ``rows`` as one Reading batch at ``ts_ns`` (SI values; a dead instrument's
+    NaN becomes a bad reading, as its OPC-UA server's Bad status does). ``source`` is suffixed with each
+    point's protocol (``kafka-gateway:opcua``)."""
+    rows = np.asarray(rows, np.int64)
+    return readings_batch([points.ids[r] for r in rows], np.full(len(rows), ts_ns, np.int64),
+                          np.asarray(values, float)[rows], GOOD, [f"{source}:{points.protocol[r]}" for r in rows])
+
+
+def meter_readings(reads: dict[str, float], end_ns: int, source: str = KAFKA_SOURCE) -> pa.RecordBatch:
+    """Meter interval volumes (SI, kg) as readings stamped at the interval's end, as the meter
+    connectors read a head-end file."""
+    return readings_batch(list(reads), np.full(len(reads), end_ns, np.int64), np.array(list(reads.values()), float),
+                          GOOD, f"{source}:meter")
 
 
 def write_meter_file(folder: Path, points: PointTable, reads: dict[str, float], end_ns: int,
@@ -65,16 +104,19 @@ class SimulatorRun:
     def __init__(self, sim: FieldSimulator, *, step_s: float = 1.0, speed: float = 1.0,
                  opcua_port: int | None = 4840, modbus_port: int | None = 5020, host: str = "127.0.0.1",
                  meter_dir: str | Path | None = None, redis_url: str | None = None,
-                 redis_stream: str = "pipetwin:meters", say=print):
+                 redis_stream: str = "pipetwin:meters", kafka: KafkaTarget | None = None, say=print):
         self.sim, self.points = sim, sim.points
         self.step_s, self.speed = float(step_s), float(speed)
         self.host, self.opcua_port, self.modbus_port = host, opcua_port, modbus_port
         self.meter_dir = Path(meter_dir) if meter_dir else None
         self.redis_url, self.redis_stream = redis_url, redis_stream
+        self.kafka = kafka
+        self.producer = None
         self.say = say
         self.stats = RunStats()
         self.opcua = self.modbus = self.redis = None
         rows = np.arange(len(self.points))
+        self.scada_rows = rows[[p in ("opcua", "modbus") for p in self.points.protocol]]
         self.opcua_rows = rows[[p == "opcua" for p in self.points.protocol]]
         self.modbus_rows = rows[[p == "modbus" for p in self.points.protocol]]
         self._down: set[str] = set()
@@ -104,6 +146,20 @@ class SimulatorRun:
             await self.redis.ping()
             self.stats.endpoints["redis"] = self.redis_url
             self.say(f"{self.redis_url} stream={self.redis_stream}")
+        if self.kafka is not None:
+            self.say(await asyncio.to_thread(self._start_kafka))
+
+    def _start_kafka(self) -> str:
+        """The topic (made if missing) and the producer; the line that says where readings go."""
+        from pipetwin.connectors.kafka import ReadingProducer, ZoneMap, ensure_topic, zone_partitions
+
+        k = self.kafka
+        partitions = ensure_topic(k.bootstrap, k.topic, k.partitions, add_config=k.add_config)
+        zones = ZoneMap.from_model(self.sim.base_model, self.points, n_zones=k.zones)
+        self.producer = ReadingProducer(k.bootstrap, k.topic, zones, add_config=k.add_config)
+        spread = " ".join(f"{p}:{','.join(z)}" for p, z in zone_partitions(zones.names(), partitions).items() if z)
+        self.stats.endpoints["kafka"] = f"{k.bootstrap}/{k.topic}"
+        return f"kafka {k.bootstrap} topic={k.topic} partitions={partitions} zones={spread}"
 
     async def stop(self) -> None:
         for server in (self.opcua, self.modbus):
@@ -113,6 +169,11 @@ class SimulatorRun:
             await self.opcua.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.producer is not None:
+            left = await asyncio.to_thread(self.producer.flush, 10.0)
+            if left or self.producer.stats.failed:
+                self.say(f"kafka: {self.producer.stats.failed} messages failed, {left} undelivered "
+                         f"({self.producer.stats.last_error})")
 
     async def _outages(self, step: Step) -> None:
         """Stop a server when its outage starts, start it again (same port) when it ends."""
@@ -143,8 +204,17 @@ class SimulatorRun:
             # a dead instrument on an RTU leaves its register stale
             self.modbus.set_values({self.points.ids[r]: float(values[r]) for r in self.modbus_rows
                                     if np.isfinite(values[r])})
+        if self.producer is not None:
+            live = [r for r in self.scada_rows if self.points.protocol[r] not in step.outages]
+            if live:
+                self._send(scada_readings(self.points, np.array(live, np.int64), values, step.ts_ns))
         if step.meter_reads and "meters" not in step.outages:
             await self._meters(step)
+
+    def _send(self, batch: pa.RecordBatch) -> None:
+        self.producer.send(batch)
+        self.stats.kafka_batches += 1
+        self.stats.kafka_rows += batch.num_rows
 
     async def _meters(self, step: Step) -> None:
         reads = step.meter_reads
@@ -161,6 +231,8 @@ class SimulatorRun:
                 pipe.xadd(self.redis_stream, {"meter_id": str(self.points.address[r]), "ts": str(end_ns),
                                               "value": repr(float(v))})
             await pipe.execute()
+        if self.producer is not None:
+            self._send(meter_readings(reads, end_ns))
         self.stats.meter_reads += len(reads)
 
     async def run(self, duration_s: float | None = None, on_step=None) -> RunStats:
@@ -193,13 +265,17 @@ class SimulatorRun:
 
 
 def simulate(model, points: PointTable, scenario: Scenario, *, duration_s: float | None, step_s: float,
-             speed: float, seed: int, opcua_port, modbus_port, meter_dir, redis_url, progress: bool = True) -> RunStats:
+             speed: float, seed: int, opcua_port, modbus_port, meter_dir, redis_url, progress: bool = True,
+             kafka: KafkaTarget | None = None, say=print) -> RunStats:
     """Run the simulator until ``duration_s`` (or Ctrl-C), with a live line of figures."""
     sim = FieldSimulator(model, points, scenario, seed=seed)
     run = SimulatorRun(sim, step_s=step_s, speed=speed, opcua_port=opcua_port, modbus_port=modbus_port,
-                       meter_dir=meter_dir, redis_url=redis_url)
+                       meter_dir=meter_dir, redis_url=redis_url, kafka=kafka, say=say)
     if not progress:
-        return asyncio.run(run.run(duration_s))
+        try:
+            return asyncio.run(run.run(duration_s))
+        except KeyboardInterrupt:
+            return run.stats
     from rich.live import Live
     from rich.text import Text
 

@@ -3,6 +3,8 @@ bundled field simulator (Schutterwald, real OPC-UA and Modbus servers on loopbac
 Redis, and the flow reading the simulator's servers into Redis and a Parquet historian, with the
 figures live in the terminal. ``--redis-url`` uses a Redis server instead; ``--no-simulator``
 reads servers that are already running (addresses from the point table's defaults or options).
+``--kafka`` reads the readings from Kafka topics partitioned by zone instead (the bundled simulator,
+if it runs, publishes there), the way a utility spreads the field over machines (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -39,6 +41,22 @@ class RunOptions:
     progress: bool = True
     dashboard: bool = True
     dashboard_port: int = 8050                     # taken: a free port instead (the URL is printed)
+    kafka: str | None = None                       # bootstrap servers: read readings from Kafka, not the field
+    kafka_topics: tuple[str, ...] = ("pipetwin.readings",)
+    kafka_partitions: int = 8                      # for a topic the simulator has to make
+    kafka_zones: int = 4                           # the simulator's message keys (ZoneMap.from_model)
+    kafka_from_start: bool = False                 # False: only readings published after the flow starts
+
+    def __post_init__(self):
+        if self.kafka is not None:
+            from pipetwin.connectors.kafka import bootstrap_servers, check_topic
+
+            self.kafka = ",".join(bootstrap_servers(self.kafka))
+            self.kafka_topics = tuple(check_topic(t) for t in self.kafka_topics)
+            if not self.kafka_topics:
+                raise ValueError("--kafka needs at least one topic")
+            if self.kafka_partitions < 1 or self.kafka_zones < 1:
+                raise ValueError("Kafka partitions and zones must be at least 1")
 
 
 class SimulatorThread:
@@ -46,16 +64,21 @@ class SimulatorThread:
 
     def __init__(self, model: NetworkModel, points: PointTable, options: RunOptions):
         from pipetwin.connectors.simulator import FieldSimulator, load_scenario
-        from pipetwin.connectors.simulator_run import SimulatorRun
+        from pipetwin.connectors.simulator_run import KafkaTarget, SimulatorRun
 
         start = datetime.now(timezone.utc).replace(microsecond=0)
         scenario = load_scenario(options.scenario, model, points, start=start)
         scenario.start = start                       # a live run starts now, whatever the file says
         self.sim = FieldSimulator(model, points, scenario, seed=options.seed)
         self.said: list[str] = []
-        self.run = SimulatorRun(self.sim, step_s=1.0, speed=1.0, opcua_port=options.opcua_port,
-                                modbus_port=options.modbus_port, host=options.host, say=self.said.append,
-                                meter_dir=options.meter_inbox)
+        kafka = None if options.kafka is None else KafkaTarget(options.kafka, options.kafka_topics[0],
+                                                                options.kafka_partitions, options.kafka_zones)
+        # with Kafka the field's readings go there (the simulator plays the field gateways): no servers
+        self.run = SimulatorRun(self.sim, step_s=1.0, speed=1.0,
+                                opcua_port=None if kafka else options.opcua_port,
+                                modbus_port=None if kafka else options.modbus_port, host=options.host,
+                                say=self.said.append, meter_dir=None if kafka else options.meter_inbox,
+                                kafka=kafka)
         # the field outlives the flow a little, so the flow's sources end before the servers go away
         self.duration_s = None if options.duration_s is None else options.duration_s + 10.0
         self.ready = threading.Event()
@@ -218,15 +241,17 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
         say(f"historian {Path(options.historian).resolve()}")
         run_for = None if options.duration_s is None else timedelta(seconds=options.duration_s)
         sources = []
-        if points.select("opcua").size:
+        if options.kafka is not None:
+            sources.append(kafka_source(options, say))
+        if options.kafka is None and points.select("opcua").size:
             endpoint = f"opc.tcp://{options.host}:{options.opcua_port}/pipetwin/"
             sources.append(OpcUaSource({endpoint: points}, run_for=run_for, sampling_interval_ms=100.0,
                                        publishing_interval_ms=100.0))
-        if points.select("modbus").size:
+        if options.kafka is None and points.select("modbus").size:
             max_polls = None if options.duration_s is None else int(options.duration_s)
             sources.append(ModbusSource(points, options.host, options.modbus_port, period_s=1.0,
                                         max_polls=max_polls))
-        if points.select("meter").size:
+        if options.kafka is None and points.select("meter").size:
             Path(options.meter_inbox).mkdir(parents=True, exist_ok=True)
             if not options.simulator:        # the simulator already said where its meter files go
                 say(f"meters {Path(options.meter_inbox).resolve()}")
@@ -268,6 +293,43 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
             simulator.stop()
         if embedded is not None:
             embedded.close()
+
+
+def kafka_source(options: RunOptions, say=print):
+    """The Reading source over ``options.kafka_topics``: one bytewax partition per topic partition
+    (so workers share the zones), ending after ``duration_s``. Waits up to 60 s for the topics to
+    exist (the simulator, or the compose file's one-shot, makes them); undecodable messages are
+    counted and the first few reported, never fatal."""
+    from confluent_kafka import OFFSET_END
+    from confluent_kafka.admin import AdminClient
+
+    from pipetwin.connectors.kafka import kafka_reading_source
+
+    admin = AdminClient({"bootstrap.servers": options.kafka})
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            meta = admin.list_topics(timeout=10)
+            missing = [t for t in options.kafka_topics if not meta.topics.get(t) or not meta.topics[t].partitions]
+        except Exception as exc:     # KafkaException: the broker is not there (yet)
+            missing = [f"{options.kafka} ({exc})"]
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kafka: no topic {', '.join(missing)} after 60 s")
+        time.sleep(1.0)
+    parts = {t: len(meta.topics[t].partitions) for t in options.kafka_topics}
+    say(f"kafka {options.kafka} " + " ".join(f"topic={t} partitions={n}" for t, n in parts.items()))
+    told = []
+
+    def report(error) -> None:
+        if len(told) < 5:
+            told.append(error)
+            say(f"kafka: {error}")
+
+    return kafka_reading_source(options.kafka, list(options.kafka_topics), tail=True,
+                                starting_offset=None if options.kafka_from_start else OFFSET_END,
+                                run_for_s=options.duration_s, idle_s=0.02, on_error=report)
 
 
 def _progress(url: str, network: str, stop: threading.Event, live: bool) -> None:

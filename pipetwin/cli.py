@@ -139,10 +139,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     speed = float("inf") if args.speed in ("max", "inf") else float(args.speed)
+    kafka = None
+    if args.kafka:
+        from pipetwin.connectors.kafka import bootstrap_servers, check_topic
+        from pipetwin.connectors.simulator_run import KafkaTarget
+
+        try:
+            kafka = KafkaTarget(",".join(bootstrap_servers(args.kafka)), check_topic(args.kafka_topic),
+                                args.kafka_partitions, args.kafka_zones)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     stats = simulate(model, points, scenario, duration_s=args.duration, step_s=args.step, speed=speed,
                      seed=args.seed, opcua_port=None if args.no_opcua else args.opcua_port,
                      modbus_port=None if args.no_modbus else args.modbus_port, meter_dir=args.meter_dir,
-                     redis_url=args.redis_url, progress=not args.quiet)
+                     redis_url=args.redis_url, progress=not args.quiet, kafka=kafka)
     print(f"steps={stats.steps}")
     print(f"sim_seconds={stats.sim_seconds:.0f}")
     print(f"wall_seconds={stats.wall_seconds:.1f}")
@@ -150,6 +161,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(f"meter_reads={stats.meter_reads}")
     print(f"outages={stats.outages}")
     print(f"not_converged={stats.not_converged}")
+    if kafka is not None:
+        print(f"kafka_batches={stats.kafka_batches}")
+        print(f"kafka_rows={stats.kafka_rows}")
     return 0
 
 
@@ -159,15 +173,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     model, points = load_site(args)
     if model is None:
         return 1
-    options = RunOptions(duration_s=args.duration, redis_url=args.redis_url, historian=args.historian,
-                         opcua_port=args.opcua_port, modbus_port=args.modbus_port, simulator=not args.no_simulator,
-                         scenario=args.scenario, progress=not args.quiet, dashboard=not args.no_dashboard,
-                         dashboard_port=args.dashboard_port)
+    try:
+        options = RunOptions(duration_s=args.duration, redis_url=args.redis_url, historian=args.historian,
+                             opcua_port=args.opcua_port, modbus_port=args.modbus_port,
+                             simulator=not args.no_simulator, scenario=args.scenario, progress=not args.quiet,
+                             dashboard=not args.no_dashboard, dashboard_port=args.dashboard_port,
+                             kafka=args.kafka or None, kafka_topics=tuple(args.kafka_topic or ["pipetwin.readings"]),
+                             kafka_partitions=args.kafka_partitions, kafka_zones=args.kafka_zones,
+                             kafka_from_start=args.kafka_from_start)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     summary = run(model, points, options)
     for key in ("ts_ns", "converged", "sensors_reporting", "min_pressure_pa", "inflow_kg_s", "chi2", "solve_ms"):
         if key in summary:
             print(f"{key}={summary[key]}")
     return 0
+
+
+def _kafka_arguments(p: argparse.ArgumentParser, reads: bool) -> None:
+    """--kafka options: ``run`` reads readings from the topics, ``simulate`` publishes them there."""
+    g = p.add_argument_group("Kafka (readings in topics partitioned by zone; docs/deployment.md)")
+    g.add_argument("--kafka", metavar="BOOTSTRAP",
+                   help=("read the readings from Kafka at host:port[,host:port] instead of the field's servers "
+                         "(the bundled simulator publishes there)") if reads else
+                   "also publish every reading to Kafka at host:port[,host:port], keyed by zone")
+    if reads:
+        g.add_argument("--kafka-topic", action="append", metavar="TOPIC",
+                       help="topic to read (repeat for several; default pipetwin.readings)")
+        g.add_argument("--kafka-from-start", action="store_true",
+                       help="read the topics from their start (default: what arrives from now on)")
+    else:
+        g.add_argument("--kafka-topic", default="pipetwin.readings", metavar="TOPIC")
+    g.add_argument("--kafka-partitions", type=int, default=8, help="partitions of a topic that has to be made")
+    g.add_argument("--kafka-zones", type=int, default=4, help="zones the points are keyed by (k-means)")
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -480,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dashboard", action="store_true", help="do not start the monitoring wall")
     p.add_argument("--dashboard-port", type=int, default=8050, help="the wall's port (taken: a free one)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
+    _kafka_arguments(p, reads=True)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("alerts", help="follow, acknowledge or clear alerts; forward them to a webhook",
@@ -515,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meter-dir", help="folder for hourly meter export files (Parquet)")
     p.add_argument("--redis-url", help="also push meter reads to a Redis Stream at this URL")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
+    _kafka_arguments(p, reads=False)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("dashboard", help="serve the monitoring wall and alert console (reads Redis)",
