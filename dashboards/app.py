@@ -2,7 +2,8 @@
 
 Pages are listed in ``PAGES`` (path, title, module); a study page (what-if, carbon) joins the
 navigation by adding one line. Everything is served from the package (``serve_locally``): no CDN,
-no map tiles, so the wall runs in a control room without internet.
+and no map tiles unless configured (dashboards/tiles.py), so the wall runs in a control room
+without internet.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dash import Dash, Input, Output, dcc, html
 
 from pipetwin.dashboards.context import WallContext
 from pipetwin.dashboards.store import WallStore
+from pipetwin.dashboards.tiles import Tiles
 
 PAGES = [
     ("/", "Wall", "pipetwin.dashboards.wall"),
@@ -29,9 +31,11 @@ WITH_SEARCH = ("/alerts", "/asset", "/studies", "/carbon", "/isolation")   # pag
 
 
 def create_app(redis_url: str, network: str, historian: str | None = None, poll_ms: int = 500,
-               studies_dir: str | None = None, reports_dir: str | None = None, network_file: str | None = None) -> Dash:
+               studies_dir: str | None = None, reports_dir: str | None = None, network_file: str | None = None,
+               tiles: Tiles | None = None) -> Dash:
     ctx = WallContext(WallStore(redis_url, network), historian=historian, poll_ms=poll_ms, studies_dir=studies_dir,
-                      reports_dir=reports_dir, network_file=network_file)
+                      reports_dir=reports_dir, network_file=network_file, tiles=tiles)
+    ctx.check_tiles()
     app = Dash(__name__, title=f"pipetwin · {network}", serve_locally=True, suppress_callback_exceptions=True,
                assets_folder=str(Path(__file__).parent / "assets"), update_title=None)
     modules = {path: importlib.import_module(module) for path, _, module in PAGES}

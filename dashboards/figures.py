@@ -6,6 +6,11 @@ pressures and the isobars packed at display resolution, the sensors), and the br
 (dashboards/assets/wall.js). Pipes are WebGL line traces, one per colour class (a WebGL line has
 one colour), with gaps between segments, so a 10,000-pipe network is a handful of traces.
 
+The map is drawn on a plain background, and the page asks nothing of any other server. With map
+tiles configured (dashboards/tiles.py) the geometry comes in web mercator metres and the figure
+carries the tiles covering the network as layout images under the traces; the browser swaps them
+for the view's own as the user pans and zooms (wall.js).
+
 Colours are colour-blind safe: cividis for pressure, viridis for velocity and flow, purple-orange
 for residuals, and the Okabe-Ito palette for severities.
 """
@@ -20,6 +25,8 @@ import plotly.graph_objects as go
 import pyarrow as pa
 from dash import Patch
 from plotly.colors import sample_colorscale
+
+from pipetwin.dashboards.tiles import Tiles, tile_layer
 
 N_CLASSES = 8
 SEVERITY_COLOURS = {"critical": "#D55E00", "major": "#E69F00", "warning": "#F0E442", "info": "#56B4E9"}
@@ -87,6 +94,7 @@ class Geometry:
     grid_y: np.ndarray | None = None
     grid_nodes: np.ndarray | None = None   # (cells, k) the nodes each cell's value comes from
     grid_weights: np.ndarray | None = None  # (cells, k) their weights; NaN outside the network
+    tiles: Tiles | None = None             # map tiles under it: x and y are then web mercator metres
 
     @property
     def mid_x(self) -> np.ndarray:
@@ -298,9 +306,31 @@ def map_figure(geom: Geometry, state: dict | None, quantity: str = "pressure", c
     fig = {"data": data, "layout": layout,
            "meta": {"pipes": T_PIPES, "classes": N_CLASSES, "nodes": T_NODES, "sensors": T_SENSORS,
                     "contour": T_CONTOUR}}
+    if geom.tiles is not None:
+        add_tiles(fig, geom, height)
     if state is not None:
         fig = apply_frame(fig, map_frame(geom, state, quantity, contours), geometry_arrays(geom))
     return fig, {}
+
+
+def add_tiles(fig: dict, geom: Geometry, height: int) -> None:
+    """The tiles covering the network (for a wall about twice as wide as high) under the traces,
+    their attribution in the corner, and what the browser needs to choose tiles for other views
+    (``meta.tiles``). Nothing of this is there without tiles: the plain map requests nothing."""
+    tiles = geom.tiles
+    pad = 0.03 * max(float(np.ptp(geom.x)), float(np.ptp(geom.y)), 1.0)
+    x_range = (float(geom.x.min()) - pad, float(geom.x.max()) + pad)
+    y_range = (float(geom.y.min()) - pad, float(geom.y.max()) + pad)
+    _, images = tile_layer(x_range, y_range, 2.0 * height, tiles.template, tiles.max_zoom)
+    layout = fig["layout"]
+    layout["images"] = images
+    layout["xaxis"] = {**layout["xaxis"], "range": list(x_range)}
+    layout["yaxis"] = {**layout["yaxis"], "range": list(y_range)}
+    if tiles.attribution:
+        layout["annotations"] = [{"text": tiles.attribution, "xref": "paper", "yref": "paper", "x": 1.0, "y": 0.0,
+                                  "xanchor": "right", "yanchor": "bottom", "showarrow": False,
+                                  "font": {"size": 10, "color": "#222"}, "bgcolor": "rgba(255,255,255,0.7)"}]
+    fig["meta"]["tiles"] = {"template": tiles.template, "max_zoom": tiles.max_zoom}
 
 
 def geometry_arrays(geom: Geometry) -> dict:

@@ -9,6 +9,7 @@ import threading
 from werkzeug.serving import make_server
 
 from pipetwin.dashboards.app import create_app
+from pipetwin.dashboards.tiles import Tiles
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -22,9 +23,9 @@ class WallServer:
 
     def __init__(self, redis_url: str, network: str, historian: str | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, poll_ms: int = 500, studies_dir: str | None = None, reports_dir: str | None = None,
-                 network_file: str | None = None):
+                 network_file: str | None = None, tiles: Tiles | None = None):
         self.app = create_app(redis_url, network, historian, poll_ms=poll_ms, studies_dir=studies_dir,
-                              reports_dir=reports_dir, network_file=network_file)
+                              reports_dir=reports_dir, network_file=network_file, tiles=tiles)
         self.host, self.port = host, port or free_port(host)
         self._server = make_server(host, self.port, self.app.server, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="wall", daemon=True)

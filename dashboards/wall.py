@@ -138,7 +138,7 @@ def register(app, ctx: WallContext) -> None:
         ts = int(summary["ts_ns"])
         if not fresh and memo.get("ts") == ts and memo.get("alerts") == alerts_version:
             raise PreventUpdate
-        geom = ctx.geometry()
+        geom = ctx.map_geometry()       # with map tiles: in web mercator metres
         if geom is None:
             raise PreventUpdate
         alerts = ctx.store.open_alerts()

@@ -1,7 +1,56 @@
 /* The wall's map, drawn in the browser from a compact frame (dashboards/figures.py map_frame):
    the server sends each link's colour class as one character and packed numbers; the links' end
-   points arrived once with the page. apply_frame in figures.py is the same in Python. */
+   points arrived once with the page. apply_frame in figures.py is the same in Python.
+   With map tiles (dashboards/tiles.py) the figure's meta says where they come from, and the map
+   shows the tiles of the view the user pans and zooms to; without, nothing here asks for any. */
 (function () {
+    const WORLD = 2 * Math.PI * 6378137, TILE_PX = 256, MAX_TILES = 400;
+    const shown = {key: null, images: null};     // the tiles the map shows now (kept across frames)
+
+    // tiles.py tile_layer: the tiles covering a view (web mercator metres) at the zoom that shows
+    // them closest to their own size, as layout images under the traces
+    function tileLayer(xr, yr, widthPx, template, maxZoom) {
+        const x0 = Math.min(xr[0], xr[1]), x1 = Math.max(xr[0], xr[1]);
+        const y0 = Math.min(yr[0], yr[1]), y1 = Math.max(yr[0], yr[1]);
+        const span = Math.max(x1 - x0, 1e-3);
+        let z = Math.min(Math.max(Math.round(Math.log2(Math.max(widthPx, 1) * WORLD / (TILE_PX * span))), 0), maxZoom);
+        let size, tx0, tx1, ty0, ty1;
+        for (;;) {
+            size = WORLD / Math.pow(2, z);
+            const n = Math.pow(2, z), clamp = (v) => Math.min(Math.max(Math.floor(v), 0), n - 1);
+            tx0 = clamp((x0 + WORLD / 2) / size); tx1 = clamp((x1 + WORLD / 2) / size);
+            ty0 = clamp((WORLD / 2 - y1) / size); ty1 = clamp((WORLD / 2 - y0) / size);
+            if ((tx1 - tx0 + 1) * (ty1 - ty0 + 1) <= MAX_TILES || z === 0) { break; }
+            z -= 1;
+        }
+        const images = [];
+        for (let ty = ty0; ty <= ty1; ty++) {
+            for (let tx = tx0; tx <= tx1; tx++) {
+                images.push({source: template.replace("{z}", z).replace("{x}", tx).replace("{y}", ty),
+                             xref: "x", yref: "y", x: -WORLD / 2 + tx * size, y: WORLD / 2 - ty * size,
+                             sizex: size, sizey: size, xanchor: "left", yanchor: "top", sizing: "stretch",
+                             layer: "below"});
+            }
+        }
+        return {key: z + ":" + tx0 + "-" + tx1 + ":" + ty0 + "-" + ty1, images: images};
+    }
+
+    // after every drawing (a new frame, a pan, a zoom, a resize): the view's tiles, if they changed
+    function followTiles(gd, tiles) {
+        gd._pipetwinTiles = tiles;
+        if (gd._pipetwinFollows || !gd.on) { return; }
+        gd._pipetwinFollows = true;
+        gd.on("plotly_afterplot", function () {
+            const t = gd._pipetwinTiles, fl = gd._fullLayout;
+            if (!t || !fl || !fl.xaxis || !fl._size) { return; }
+            const layer = tileLayer(fl.xaxis.range, fl.yaxis.range, fl._size.w, t.template, t.max_zoom);
+            if (layer.key === shown.key) { return; }
+            shown.key = layer.key;
+            shown.images = layer.images;
+            window.Plotly.relayout(gd, {images: layer.images});
+        });
+    }
+
     function unpack(p) {
         if (!p) { return null; }
         const bin = atob(p.b);
@@ -49,7 +98,16 @@
         const s = frame.sensors, sensors = base.data[m.sensors];
         data[m.sensors] = Object.assign({}, sensors, {x: s.x, y: s.y, text: s.text, customdata: s.customdata,
             marker: Object.assign({}, sensors.marker, {color: s.color})});
-        return [{data: data, layout: base.layout}, frame.stamp, String(frame.ts)];
+        let layout = base.layout;
+        if (m.tiles) {
+            const gd = document.querySelector("#wall-map .js-plotly-plot");
+            if (gd) { followTiles(gd, m.tiles); }
+            if (shown.images) { layout = Object.assign({}, base.layout, {images: shown.images}); }
+        } else {
+            shown.key = null;
+            shown.images = null;
+        }
+        return [{data: data, layout: layout}, frame.stamp, String(frame.ts)];
     }
 
     window.dash_clientside = Object.assign({}, window.dash_clientside, {wall: {draw: draw}});
