@@ -86,7 +86,8 @@ def resolve_crs(tiles: Tiles, network_crs: str | None) -> str:
     naming the problem when there is none (plain x/y cannot be placed on tiles)."""
     crs = crs_code(tiles.crs) if tiles.crs else crs_code(network_crs)
     if crs is None:
-        said = f" (its network.json says crs {network_crs!r})" if network_crs else " (its network.json has no crs)"
+        said = (f" (--crs {tiles.crs!r} names none)" if tiles.crs else
+                f" (its network.json says crs {network_crs!r})" if network_crs else " (its network.json has no crs)")
         raise TilesError("map tiles need the network's coordinate reference system, and this network has none"
                          f"{said}: plain x/y cannot be placed on tiles. Pass --crs EPSG:NNNN naming the CRS of the "
                          "node coordinates, or leave out --tiles for the plain background.")

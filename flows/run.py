@@ -41,6 +41,7 @@ class RunOptions:
     progress: bool = True
     dashboard: bool = True
     dashboard_port: int = 8050                     # taken: a free port instead (the URL is printed)
+    dashboard_args: tuple[str, ...] = ()           # more `pipetwin dashboard` options (map tiles)
     kafka: str | None = None                       # bootstrap servers: read readings from Kafka, not the field
     kafka_topics: tuple[str, ...] = ("pipetwin.readings",)
     kafka_partitions: int = 8                      # for a topic the simulator has to make
@@ -131,7 +132,8 @@ class DashboardProcess:
     """The wall in a process of its own (``pipetwin dashboard``): its callbacks must not take the
     flow's interpreter lock, and the flow never imports the dashboards (it only starts them)."""
 
-    def __init__(self, redis_url: str, network: str, historian: str, port: int, host: str = "127.0.0.1"):
+    def __init__(self, redis_url: str, network: str, historian: str, port: int, host: str = "127.0.0.1",
+                 extra: tuple[str, ...] = ()):
         import socket
         import subprocess
         import sys
@@ -143,7 +145,7 @@ class DashboardProcess:
                 port = 0
         self.proc = subprocess.Popen([sys.executable, "-m", "pipetwin.cli", "dashboard", "--redis-url", redis_url,
                                       "--network", network, "--historian", historian, "--host", host,
-                                      "--port", str(port)], stdout=subprocess.PIPE, text=True)
+                                      "--port", str(port), *extra], stdout=subprocess.PIPE, text=True)
         self.url = ""
 
     def start(self, timeout_s: float = 60.0) -> str:
@@ -232,7 +234,7 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
     try:
         if options.dashboard:
             wall = DashboardProcess(url, model.name, str(Path(options.historian).resolve()), options.dashboard_port,
-                                    options.host)
+                                    options.host, options.dashboard_args)
             say(wall.start())
         if options.simulator:
             simulator = SimulatorThread(model, points, options)

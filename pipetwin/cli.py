@@ -178,6 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              opcua_port=args.opcua_port, modbus_port=args.modbus_port,
                              simulator=not args.no_simulator, scenario=args.scenario, progress=not args.quiet,
                              dashboard=not args.no_dashboard, dashboard_port=args.dashboard_port,
+                             dashboard_args=tile_args(args),
                              kafka=args.kafka or None, kafka_topics=tuple(args.kafka_topic or ["pipetwin.readings"]),
                              kafka_partitions=args.kafka_partitions, kafka_zones=args.kafka_zones,
                              kafka_from_start=args.kafka_from_start)
@@ -435,15 +436,42 @@ def record_in_ledger(ledger: str | None, kind: str, payload: dict) -> None:
     print(f"ledger_seq={entry['seq']}")
 
 
+def add_tile_options(p: argparse.ArgumentParser) -> None:
+    """Map tiles under the wall's network (docs/dashboard.md "Map tiles"); none by default."""
+    p.add_argument("--tiles", default=None, metavar="URL_TEMPLATE",
+                   help="XYZ raster tiles under the map, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png "
+                        "(default: a plain background, no tile requests)")
+    p.add_argument("--tiles-attribution", default="", help="the tiles' credit line, shown on the map")
+    p.add_argument("--tiles-max-zoom", type=int, default=19, help="the deepest zoom the tile server has")
+    p.add_argument("--crs", default=None, metavar="EPSG:NNNN",
+                   help="CRS of the network's coordinates (default: the crs of its network.json)")
+
+
+def tile_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The tile options as `pipetwin dashboard` arguments (`pipetwin run` starts it)."""
+    if not args.tiles:
+        return ()
+    out = ("--tiles", args.tiles, "--tiles-attribution", args.tiles_attribution,
+           "--tiles-max-zoom", str(args.tiles_max_zoom))
+    return out + (("--crs", args.crs) if args.crs else ())
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import logging
 
     from pipetwin.dashboards.serve import WallServer
 
+    from pipetwin.dashboards.tiles import Tiles, TilesError
+
     logging.getLogger("werkzeug").setLevel(logging.WARNING)   # one line per request is noise on a wall
-    server = WallServer(args.redis_url, args.network, args.historian, host=args.host, port=args.port,
-                        poll_ms=args.poll_ms, studies_dir=args.studies, reports_dir=args.reports,
-                        network_file=args.network_file)
+    try:
+        tiles = Tiles(args.tiles, args.tiles_attribution, args.crs, args.tiles_max_zoom) if args.tiles else None
+        server = WallServer(args.redis_url, args.network, args.historian, host=args.host, port=args.port,
+                            poll_ms=args.poll_ms, studies_dir=args.studies, reports_dir=args.reports,
+                            network_file=args.network_file, tiles=tiles)
+    except TilesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(server.url, flush=True)
     try:
         server.serve_forever()
@@ -518,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-simulator", action="store_true", help="read servers that are already running")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the monitoring wall")
     p.add_argument("--dashboard-port", type=int, default=8050, help="the wall's port (taken: a free one)")
+    add_tile_options(p)
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     _kafka_arguments(p, reads=True)
     p.set_defaults(func=cmd_run)
@@ -573,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default=None, help="folder of `pipetwin carbon --out` folders (the carbon page)")
     p.add_argument("--network-file", default=None,
                    help="network file, folder or bundled example the isolation page plans on (e.g. schutterwald)")
+    add_tile_options(p)
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("bench", help="run a benchmark and print key=value figures",
