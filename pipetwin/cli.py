@@ -135,7 +135,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 1
     try:
         scenario = load_scenario(args.scenario, model, points)
-    except ScenarioError as exc:
+        if args.start:
+            scenario.start = _start_time(args.start)
+    except (ScenarioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     speed = float("inf") if args.speed in ("max", "inf") else float(args.speed)
@@ -165,6 +167,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"kafka_batches={stats.kafka_batches}")
         print(f"kafka_rows={stats.kafka_rows}")
     return 0
+
+
+def _start_time(text: str):
+    """'now' (to the second) or an ISO time (UTC unless it says otherwise)."""
+    from datetime import datetime, timezone
+
+    if text == "now":
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -576,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="simulated seconds (default: until Ctrl-C)")
     p.add_argument("--step", type=float, default=1.0, help="seconds per step (default 1)")
     p.add_argument("--speed", default="1", help="times real time, or 'max' (default 1)")
+    p.add_argument("--start", help="the field's clock at the first step: 'now' (a live field, as a flow on "
+                                   "another machine expects) or an ISO time; default the scenario's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--opcua-port", type=int, default=4840)
     p.add_argument("--modbus-port", type=int, default=5020)
