@@ -19,6 +19,16 @@ Scenario file (YAML), times in seconds from the start (or ISO timestamps)::
       - {at: 1800, kind: sensor, point: PT-007, fault: noisy, sigma: 200}
       - {at: 1800, kind: sensor, point: PT-009, fault: dropout, duration_s: 600}
       - {at: 5400, kind: outage, server: opcua, duration_s: 120}
+      - {at: 86400, kind: meter, meter: M-house_ne_12, fault: behind_meter_leak, flow_kg_s: 2.0e-5}
+      - {at: 86400, kind: meter, meter: M-house_ne_13, fault: usage_change, factor: 2.5}
+      - {at: 86400, kind: meter, meter: M-house_ne_14, fault: theft, factor: 0.3}
+      - {at: 86400, kind: meter, meter: M-house_ne_15, fault: stopped, duration_s: 172800}
+
+Meter-end events act on one house behind one smart meter (any of them may end after ``duration_s``):
+``behind_meter_leak`` is gas escaping inside the house, drawn from the network AND through the meter
+(a constant extra flow, day and night); ``usage_change`` multiplies the house's use (drawn and
+metered); ``theft`` (a bypass or a tampered meter) and ``stopped`` (a jammed meter) leave the house
+drawing its gas from the network while the meter registers only ``factor`` of it, or nothing.
 """
 
 from __future__ import annotations
@@ -39,8 +49,9 @@ from pipetwin.twin.solve.result import SolveResult
 # evening peaks (heating and hot water), as distribution operators' standard load profiles show.
 WINTER_PROFILE = np.array([0.55, 0.5, 0.48, 0.48, 0.52, 0.7, 1.15, 1.45, 1.35, 1.15, 1.0, 0.95,
                            0.95, 0.9, 0.88, 0.92, 1.05, 1.3, 1.45, 1.4, 1.25, 1.05, 0.85, 0.67])
-EVENT_KINDS = ("leak", "valve_close", "valve_open", "regulator_fail", "sensor", "outage")
+EVENT_KINDS = ("leak", "valve_close", "valve_open", "regulator_fail", "sensor", "outage", "meter")
 SENSOR_FAULTS = ("stuck", "drift", "noisy", "dropout")
+METER_FAULTS = ("behind_meter_leak", "usage_change", "theft", "stopped")
 
 
 class ScenarioError(ValueError):
@@ -135,9 +146,41 @@ def load_scenario(path: str | Path | None, model: NetworkModel, points: PointTab
                 raise ScenarioError(f"{where}: outage server is opcua, modbus or meters")
             if not float(e.get("duration_s", 0)) > 0:
                 raise ScenarioError(f"{where}: outage duration_s must be > 0")
+        elif kind == "meter":
+            _check_meter_event(e, points, where)
         events.append(Event(at, kind, {k: v for k, v in e.items() if k not in ("at", "kind")}))
     events.sort(key=lambda ev: ev.at_s)
     return Scenario(start, events)
+
+
+def _number(e: dict, key: str, where: str) -> float:
+    try:
+        return float(e[key])
+    except KeyError:
+        raise ScenarioError(f"{where}: meter fault {e.get('fault')} needs {key}") from None
+    except (TypeError, ValueError):
+        raise ScenarioError(f"{where}: {key} {e[key]!r} is not a number") from None
+
+
+def _check_meter_event(e: dict, points: PointTable | None, where: str) -> None:
+    """A meter-end event names a smart meter of the point table and a fault with its parameter."""
+    meter = e.get("meter")
+    if points is None:
+        raise ScenarioError(f"{where}: a meter event needs the point table (its meters)")
+    row = points.index().get(meter)
+    if row is None or points.protocol[row] != "meter":
+        raise ScenarioError(f"{where}: meter {meter!r} is not a meter point of the point table")
+    fault = e.get("fault")
+    if fault not in METER_FAULTS:
+        raise ScenarioError(f"{where}: meter fault must be one of {METER_FAULTS}, not {fault!r}")
+    if fault == "behind_meter_leak" and not _number(e, "flow_kg_s", where) > 0:
+        raise ScenarioError(f"{where}: behind_meter_leak flow_kg_s must be > 0")
+    if fault == "usage_change" and not _number(e, "factor", where) > 0:
+        raise ScenarioError(f"{where}: usage_change factor must be > 0")
+    if fault == "theft" and not 0 <= _number(e, "factor", where) < 1:
+        raise ScenarioError(f"{where}: theft factor (the share the meter registers) must be in [0, 1)")
+    if "duration_s" in e and not _number(e, "duration_s", where) > 0:
+        raise ScenarioError(f"{where}: meter fault duration_s must be > 0")
 
 
 @dataclass
@@ -188,12 +231,14 @@ class FieldSimulator:
         self.meter_period_s = float(points.period_s[self.meter_rows].min()) if len(self.meter_rows) else 3600.0
         self._meter_acc = np.zeros(len(self.meter_rows))
         self._next_meter_s = self.meter_period_s
+        self.meter_faults: list[tuple[int, dict, float, float]] = []   # meter position, event, start, end
 
     # -- demand and events ---------------------------------------------------------------------
-    def demand(self, time_s: float) -> np.ndarray:
+    def demand(self, time_s: float, dt: float = 1.0) -> np.ndarray:
         """Customers' demand now: base x the profile (interpolated hourly) x slow customer noise.
         The profile follows the UTC clock (the scenario's start plus ``time_s``), as the twin's
-        demand model does, so a field started at any hour is in phase with it."""
+        demand model does, so a field started at any hour is in phase with it. ``dt`` is the step
+        since the last call: the noise keeps its correlation time at any step."""
         start = self.scenario.start
         since_midnight = start.hour * 3600.0 + start.minute * 60.0 + start.second + start.microsecond * 1e-6
         hour = ((since_midnight + time_s) / 3600.0) % 24.0
@@ -201,8 +246,9 @@ class FieldSimulator:
         w = hour - h0
         shape = (1 - w) * self.profile[h0] + w * self.profile[(h0 + 1) % 24]
         d = self.base_demand * shape
-        # AR(1) per customer with a correlation time of ~15 min, so demand wanders, not flickers
-        a = 0.999 if len(self.consumers) else 0.0
+        # AR(1) per customer with a correlation time of ~1000 s (17 min), so demand wanders, not
+        # flickers; 0.999 per second, so a coarse step keeps the same correlation time
+        a = 0.999 ** max(dt, 0.0) if len(self.consumers) else 0.0
         self._ar = a * self._ar + math.sqrt(1 - a * a) * self.rng.standard_normal(len(self.consumers))
         d[self.consumers] *= np.maximum(1.0 + self.demand_noise * self._ar, 0.0)
         return d
@@ -242,6 +288,9 @@ class FieldSimulator:
                                            "end": e.at_s + float(p.get("duration_s", math.inf))}
             elif e.kind == "outage":
                 self.outages.append((p["server"], e.at_s, e.at_s + float(p["duration_s"])))
+            elif e.kind == "meter":
+                pos = int(np.flatnonzero(self.meter_rows == self.points.index()[p["meter"]])[0])
+                self.meter_faults.append((pos, p, e.at_s, e.at_s + float(p.get("duration_s", math.inf))))
         if topology_changed:
             self.solver = GasSolver(self.model)
             self.last = None
@@ -300,7 +349,8 @@ class FieldSimulator:
         """Advance by ``dt`` seconds (the first call simulates t = 0) and read the field."""
         t = self.time_s
         self._apply_events(t)
-        customers = self.demand(t)
+        customers = self.demand(t, dt)
+        registered = self._meter_faults(customers, t)
         d = customers + self._leak_demand(t)
         result = self.solver.solve(d, warm_start=self.last)
         if not result.converged:
@@ -308,22 +358,43 @@ class FieldSimulator:
         self.last = result
         truth = self.true_values(result)
         measured = self.measure(truth, t, dt)
-        meter_reads = self._meters(result, customers, t, dt)
+        meter_reads = self._meters(result, customers, registered, t, dt)
         ts_ns = self.scenario.start_ns + int(round(t * 1e9))
         step = Step(t, ts_ns, result, measured, truth, float(self._leak_demand(t).sum()), meter_reads,
                     self.active_outages(t))
         self.time_s = t + dt
         return step
 
-    def _meters(self, result: SolveResult, customers: np.ndarray, time_s: float, dt: float) -> dict[str, float] | None:
-        """Accumulate each house's own consumption (a leak upstream of a meter is not metered; an
-        unsupplied house gets nothing); at every interval end hand out the interval volumes (SI
-        mass, kg) keyed by meter point id."""
+    def _meter_faults(self, customers: np.ndarray, time_s: float) -> np.ndarray:
+        """Apply the active meter-end faults to the houses' draw (in place) and return the share of
+        each meter's flow it registers (1: an honest meter). A leak behind the meter and a usage
+        change are gas drawn through the meter; theft and a stopped meter draw gas the meter misses."""
+        registered = np.ones(len(self.meter_rows))
+        nodes = self.points.element_index[self.meter_rows]
+        active = [(pos, p) for pos, p, start, end in self.meter_faults if start <= time_s < end]
+        for pos, p in active:          # the house's own use first, then gas escaping behind the meter
+            if p["fault"] == "usage_change":
+                customers[nodes[pos]] *= float(p["factor"])
+        for pos, p in active:
+            if p["fault"] == "behind_meter_leak":
+                customers[nodes[pos]] += float(p["flow_kg_s"])
+            elif p["fault"] == "theft":
+                registered[pos] = float(p["factor"])
+            elif p["fault"] == "stopped":
+                registered[pos] = 0.0
+        return registered
+
+    def _meters(self, result: SolveResult, customers: np.ndarray, registered: np.ndarray, time_s: float,
+                dt: float) -> dict[str, float] | None:
+        """Accumulate what each house's meter registers of the house's own draw (a leak upstream of
+        a meter is not metered; an unsupplied house gets nothing; a tampered or stopped meter
+        registers a share); at every interval end hand out the interval volumes (SI mass, kg)
+        keyed by meter point id."""
         if not len(self.meter_rows):
             return None
         nodes = self.points.element_index[self.meter_rows]
         delivered = np.where(result.unsupplied[nodes], 0.0, np.maximum(customers[nodes], 0.0))
-        self._meter_acc += delivered * dt
+        self._meter_acc += registered * delivered * dt
         if time_s + dt < self._next_meter_s - 1e-9:
             return None
         reads = {self.points.ids[r]: float(v) for r, v in zip(self.meter_rows, self._meter_acc)}

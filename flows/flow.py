@@ -21,7 +21,7 @@ from pipetwin.connectors.points import PointTable
 from pipetwin.flows.alerts import AlertBook, DetectLogic
 from pipetwin.flows.detectors.base import TickDetector
 from pipetwin.flows.steps.align import AlignLogic, TickAligner
-from pipetwin.flows.steps.balance import BalanceLogic, ZoneBalance
+from pipetwin.flows.steps.balance import METER_HOURS, BalanceLogic, ZoneBalance
 from pipetwin.flows.steps.gate import ACCEPTED, QUARANTINED, GateLogic
 from pipetwin.flows.steps.twin import TwinLogic, TwinUpdater
 from pipetwin.twin.model import NetworkModel
@@ -100,7 +100,7 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
     detected = op.stateful("detect", balanced, lambda resume: DetectLogic(detectors(), AlertBook(network), resume))
     split_out = op.branch("state_or_alert", detected, lambda kv: kv[1][0] == "state")
     # (network, TwinState) and (network, Alert)
-    keyed_states = op.map_value("state", split_out.trues, lambda tagged: tagged[1])
+    keyed_states = op.map_value("state", split_out.trues, lambda tagged: _without_meter_hours(tagged[1]))
     keyed_alerts = op.map_value("alert", split_out.falses, lambda tagged: tagged[1])
     state_stream = op.key_rm("states_unkeyed", keyed_states)
     alert_stream = op.key_rm("alerts_unkeyed", keyed_alerts)
@@ -117,6 +117,13 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
         historian_output("historian_states_out", keyed_states, HistorianSink(sinks.historian, "states", **hist))
         historian_output("historian_alerts_out", keyed_alerts, HistorianSink(sinks.historian, "alerts", **hist))
     return flow
+
+
+def _without_meter_hours(state):
+    """The twin state minus the closed hours' per-meter reads the balance step lent the detectors
+    (a million floats an hour are for the meter-end checks, not for Redis or the historian)."""
+    state.figures.pop(METER_HOURS, None)
+    return state
 
 
 def _only(batch: pa.RecordBatch, ids: pa.Array) -> pa.RecordBatch | None:

@@ -6,7 +6,10 @@ what a leak looks like in the books.
 The step sits between the twin update and the detectors: it integrates each tick's measured
 gate inflow (and the twin's estimate for every house), folds in the hourly meter reads as they
 arrive, closes an hour once the meters' lateness has passed, and attaches the last closed hour's
-figures to every twin state (so they reach Redis, the historian and the detectors)."""
+figures to every twin state (so they reach Redis, the historian and the detectors). On the tick an
+hour closes, the state also carries that hour's per-meter reads for the detectors
+(``figures[METER_HOURS]``, see ``flows/detectors/meter_end.py``); the flow takes them off again
+before the state reaches any sink."""
 
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from pipetwin.flows.contracts import TwinState
 from pipetwin.twin.model import NetworkModel, NodeKind
 
 HOUR_NS = 3_600_000_000_000
+# figures key: [(hour_end_ns, kg per meter in the point table's meter order, NaN: no read), ...]
+METER_HOURS = "meter_hours"
 
 
 def gate_flow_rows(model: NetworkModel, points: PointTable) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +58,7 @@ class ZoneBalance:
         # per open hour: inflow kg, estimated use of metered houses kg (per meter), metered kg (per meter)
         self.hours: dict[int, dict] = {}
         self.last: dict = {}
+        self.closed_reads: list[tuple[int, np.ndarray]] = []   # the hours the last ``close`` closed
 
     def _hour(self, end: int) -> dict:
         n = len(self.meter_rows)
@@ -84,8 +90,11 @@ class ZoneBalance:
     def close(self, now_ns: int) -> dict | None:
         """Close every hour whose meters are due; return the newest closed hour's figures."""
         closed = None
+        self.closed_reads = []
         for end in sorted(e for e in self.hours if e + self.lateness_ns <= now_ns):
             h = self.hours.pop(end)
+            if len(self.meter_rows):
+                self.closed_reads.append((int(end), h["metered"]))
             reported = np.isfinite(h["metered"])
             metered = float(np.nansum(h["metered"]))
             estimated_missing = float(h["estimated"][~reported].sum())
@@ -123,6 +132,8 @@ class BalanceLogic(StatefulLogic):
         self.balance.add_state(item, self.tick_s)
         self.balance.close(item.ts_ns)
         item.figures.update(self.balance.last)
+        if self.balance.closed_reads:
+            item.figures[METER_HOURS] = self.balance.closed_reads
         return [item], StatefulLogic.RETAIN
 
     def snapshot(self) -> dict:
