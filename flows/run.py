@@ -176,7 +176,8 @@ def default_detectors(model: NetworkModel, min_pa: float | None, points: PointTa
     anomalies (sensor faults seen in the residual; the measured stream's daily cycle after two
     days). With ``points`` (gas) also the leak detector, its residuals taken
     against the demand-model twin (``PriorTwin``: base demand x the standard daily load profile the
-    bundled network's consumers follow), not the fitted one, which absorbs a leak (docs/leaks.md)."""
+    bundled network's consumers follow), not the fitted one, which absorbs a leak (docs/leaks.md),
+    and the meter-end checks over every smart meter's hours (docs/meter-analytics.md)."""
     import numpy as np
 
     from pipetwin.flows.detectors.anomaly import SensorAnomaly
@@ -193,11 +194,13 @@ def default_detectors(model: NetworkModel, min_pa: float | None, points: PointTa
                         SensorAnomaly(points)]
     from pipetwin.connectors.simulator import WINTER_PROFILE
     from pipetwin.flows.detectors.leak import LeakDetector
+    from pipetwin.flows.detectors.meter_end import MeterEnd
     from pipetwin.flows.steps.twin import PriorTwin
 
     return lambda: [PressureLimit(min_pa=min_pa), SensorResidual(), SensorSilent(ticks=10), UnaccountedGas(),
                     SensorAnomaly(points),
-                    LeakDetector.for_points(model, points, prior=PriorTwin(model, points, WINTER_PROFILE))]
+                    LeakDetector.for_points(model, points, prior=PriorTwin(model, points, WINTER_PROFILE)),
+                    MeterEnd.for_points(model, points)]
 
 
 def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print) -> dict:

@@ -257,7 +257,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCH_MODULES = {"nab": "pipetwin.bench.nab", "leaks": "pipetwin.bench.leaks"}
+BENCH_MODULES = {"nab": "pipetwin.bench.nab", "leaks": "pipetwin.bench.leaks", "meters": "pipetwin.bench.meters"}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -21,9 +21,9 @@ Checks (docs/meter-analytics.md gives thresholds and measured figures):
   A change is news: after ``change_hold_h`` hours the new level is learnt and the alarm ends.
 - ``behind_meter_leak``: each night the smallest hourly excess over the expected read
   (``x - a_i * expected``) over the night hours stays above ``leak_frac`` of the meter's mean
-  hourly use, and the excess is additive (the day's mean excess is not much larger than the
-  night's minimum: a leak adds the same flow at every hour; a bigger household multiplies), for
-  ``leak_nights`` nights in a row.
+  hourly use, and the excess is additive (the mean excess over the morning peak after it is not
+  much larger than the night's minimum: a leak adds the same flow at every hour; a bigger
+  household multiplies its use), for ``leak_nights`` nights in a row; judged after the morning.
 
 >>> import numpy as np
 >>> m = MeterEndModel(np.full(40, 1.0), np.zeros(40, np.int64), warmup_h=24)
@@ -53,14 +53,14 @@ class MeterEndModel:
     and the weather, e.g. base-demand band x zone)."""
 
     def __init__(self, expected_kg_h: np.ndarray, classes: np.ndarray, *, night_hours: tuple[int, ...] = (1, 2, 3, 4),
-                 utc_offset_h: int = 0, warmup_h: int = 48, min_class: int = 5,
+                 morning_hours: tuple[int, ...] = (6, 7, 8), utc_offset_h: int = 0, warmup_h: int = 48, min_class: int = 5,
                  stopped_hours: int = 6, stopped_frac: float = 0.02, class_consuming: float = 0.2,
                  theft_ratio: float = 0.5, theft_z: float = 4.0, theft_tau_h: float = 12.0,
-                 change_k: float = 0.5, change_h: float = 8.0, change_hold_h: int = 72, sigma_floor: float = 0.05,
-                 leak_frac: float = 0.1, leak_additive: float = 1.8, leak_nights: int = 1):
+                 change_k: float = 1.0, change_h: float = 10.0, change_hold_h: int = 72, sigma_floor: float = 0.05,
+                 leak_frac: float = 0.1, leak_additive: float = 2.0, leak_nights: int = 1):
         self.expected_kg_h = np.asarray(expected_kg_h, float)
         self.classes = np.asarray(classes, np.int64)
-        self.night_hours, self.utc_offset_h = tuple(night_hours), utc_offset_h
+        self.night_hours, self.morning_hours, self.utc_offset_h = tuple(night_hours), tuple(morning_hours), utc_offset_h
         self.warmup_h, self.min_class = warmup_h, min_class
         self.stopped_hours, self.stopped_frac, self.class_consuming = stopped_hours, stopped_frac, class_consuming
         self.theft_ratio, self.theft_z, self.theft_tau_h = theft_ratio, theft_z, theft_tau_h
@@ -191,15 +191,16 @@ class MeterEndModel:
         s = self.state
         if local_hour in self.night_hours:
             s["night_min"] = np.where(have, np.minimum(s["night_min"], excess), s["night_min"])
-        else:
+        elif local_hour in self.morning_hours:
             s["day_excess"] += np.where(have, excess, 0.0)
             s["day_n"] += have
-        if local_hour != self.night_hours[-1]:
+        if local_hour != self.morning_hours[-1]:
             return
-        # the night is over: judge it against the day before it
+        # the night and the morning after it are over: a leak adds the same flow to both, a bigger
+        # household multiplies its use (its morning excess is ~3x its night one)
         floor = self.leak_frac * s["level"] * self.expected_kg_h
         nm = np.where(np.isfinite(s["night_min"]), s["night_min"], np.nan)
-        dm = np.where(s["day_n"] >= 12, s["day_excess"] / np.maximum(s["day_n"], 1), np.nan)
+        dm = np.where(s["day_n"] >= max(1, len(self.morning_hours) - 1), s["day_excess"] / np.maximum(s["day_n"], 1), np.nan)
         additive = dm < self.leak_additive * nm
         night_flow = learnt & (nm > floor) & additive
         s["leak_run"] = np.where(night_flow, s["leak_run"] + 1, 0)
