@@ -157,7 +157,8 @@ class SimulatorRun:
         partitions = ensure_topic(k.bootstrap, k.topic, k.partitions, add_config=k.add_config)
         zones = ZoneMap.from_model(self.sim.base_model, self.points, n_zones=k.zones)
         self.producer = ReadingProducer(k.bootstrap, k.topic, zones, add_config=k.add_config)
-        spread = " ".join(f"{p}:{','.join(z)}" for p, z in zone_partitions(set(zones.zones.tolist()), partitions).items() if z)
+        used = zone_partitions(set(zones.zones.tolist()), partitions)
+        spread = " ".join(f"{p}:{','.join(z)}" for p, z in used.items() if z)
         self.stats.endpoints["kafka"] = f"{k.bootstrap}/{k.topic}"
         return f"kafka {k.bootstrap} topic={k.topic} partitions={partitions} zones={spread}"
 
