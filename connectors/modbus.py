@@ -232,7 +232,9 @@ class ModbusPoller:
             raise ValueError(f"Modbus connections must be >= 1, got {connections}")
         self.points, self.host, self.port = points, host, port
         self.period_s, self.timeout_s, self.unit = period_s, timeout_s, unit
-        self.source = source or f"modbus:{host}:{port}"
+        # one name per unit: each unit is polled on its own, and the tick aligner follows each
+        # source's own event time (a unit's poll says nothing about another unit's)
+        self.source = source or (f"modbus:{host}:{port}" if unit is None else f"modbus:{host}:{port}/{unit}")
         self.backoff_s, self.backoff_max_s, self.now_ns = backoff_s, backoff_max_s, now_ns
         rows = [r for r in points.select("modbus") if unit is None or points.address[r].unit == unit]
         self.rows = np.array(rows, dtype=np.int64)

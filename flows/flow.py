@@ -48,6 +48,9 @@ class FlowConfig:
     # concurrently), and the state is in Redis ~0.6 s after its tick (p50; pipetwin bench flow, 10,000
     # points). Raise it above the slowest source's delivery delay (OPC-UA publishing at 1 s: >= 1.5 s).
     lateness_s: float = 0.3
+    # ... or sooner: once every source that delivered in the tick before has delivered past its end plus
+    # this margin (align.py: early close; None: always wait the whole lateness)
+    early_margin_s: float | None = 0.1
     max_age_s: float = 60.0                      # a point's last value holds this long (report by exception)
     meter_lateness_s: float = 900.0              # an hour's balance closes this long after the hour
     # several networks (or zones) in one flow: which one a batch belongs to; None: all are ``network``
@@ -83,7 +86,7 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
         op.output("quarantine", op.key_rm("quarantined_unkeyed", quarantined), sinks.quarantine)
     # (network, Tick)
     ticks = op.stateful("align", accepted, lambda resume: AlignLogic(
-        TickAligner(points, network, config.tick_s, config.lateness_s, config.max_age_s), resume,
+        TickAligner(points, network, config.tick_s, config.lateness_s, config.max_age_s, config.early_margin_s), resume,
         config.network_of))
     # (network, TwinState)
     states = op.stateful("twin", ticks, lambda resume: TwinLogic(

@@ -11,6 +11,18 @@ stall of the worker). So set it above the slowest source's delivery delay. ``pip
 flow`` measures latency and late readings per lateness at 10,000 points; FlowConfig's default
 (0.3 s) suits sources delivering within ~0.2 s (OPC-UA at 100 ms sampling and publishing).
 
+Early close. Most ticks need not wait the whole allowance. Each source (an OPC-UA server, a
+Modbus unit, a Kafka partition, a replay file) delivers its readings in time order: a Modbus
+poll stamps all its registers at once, an OPC-UA subscription publishes its samples cycle by
+cycle. So once every source that delivered in the tick before has delivered a reading stamped
+at least ``early_margin_s`` after the tick's end, the tick has everything it will get, and it
+closes then. Points that report by exception (deadbands) need not speak for this; a source
+that falls silent holds one tick for the whole allowance and is then not waited for. The
+allowance stays the upper bound, for the tick in which something is slow. A reading that
+arrives after its tick closed (early or not) but is newer than the value held for its point
+becomes the held value for the next tick (and is still counted as late), so closing early does
+not throw measurements away: at worst it reaches the twin one tick later.
+
 SCADA reports on change (OPC-UA deadbands, report-by-exception RTUs), so a point that says
 nothing still holds its last value: each tick carries every point's last good value for up to
 ``max_age_s`` (sample-and-hold); older than that, the point counts as silent (NaN)."""
@@ -34,7 +46,7 @@ class TickAligner:
     """Folds Reading batches into Ticks. Pure apart from its own arrays; ``snapshot`` is plain."""
 
     def __init__(self, points: PointTable, network: str, tick_s: float = 1.0, lateness_s: float = 2.0,
-                 max_age_s: float = 60.0):
+                 max_age_s: float = 60.0, early_margin_s: float | None = 0.1):
         self.points, self.network = points, network
         self.tick_ns = int(tick_s * 1e9)
         self.lateness_ns = int(lateness_s * 1e9)
@@ -45,6 +57,11 @@ class TickAligner:
         self.scada = np.array([p in ("opcua", "modbus") for p in points.protocol])
         self.hour = {"start": -1, "ticks": 0, "available": np.zeros(n, np.int64)}
         self.availability: dict = {}
+        # early close (None: off): each source's newest event time, and the sources a tick waits for
+        self.early_margin_ns = None if early_margin_s is None else int(early_margin_s * 1e9)
+        self.source_watermark: dict[str, int] = {}
+        self.expected: tuple[str, ...] = ()       # the sources that delivered in the tick closed last
+        self.closed_early = 0
         self._ids = pa.array(points.ids, pa.string())
         self._recent: list[tuple[pa.Array, np.ndarray]] = []
         self.open: dict[int, dict] = {}     # tick end ns -> {values, quality, ts, received}
@@ -75,6 +92,8 @@ class TickAligner:
         ends = self._tick_for(ts)
         late = ends <= self.closed_until
         self.late += int(late.sum())
+        self._hold_late(rows[known & late & (quality != BAD)], values[known & late & (quality != BAD)],
+                        quality[known & late & (quality != BAD)], ts[known & late & (quality != BAD)])
         use = known & ~late & (quality != BAD)
         for end in np.unique(ends[use]):
             sel = use & (ends == end)
@@ -89,18 +108,53 @@ class TickAligner:
             t["received"] += int(sel.sum())
         if len(ts):
             self.watermark = max(self.watermark, int(ts.max()))
+            if self.early_margin_ns is not None:
+                self._note_sources(batch.column("source"), ends, ts, use)
         return self._close(self.watermark - self.lateness_ns)
+
+    def _note_sources(self, source: pa.Array, ends: np.ndarray, ts: np.ndarray, use: np.ndarray) -> None:
+        """Each source's newest event time, and which open ticks each source delivered to."""
+        names = pc.unique(source).to_pylist()
+        for name in names:
+            sel = np.ones(len(ts), bool) if len(names) == 1 else pc.equal(source, name).to_numpy(zero_copy_only=False)
+            self.source_watermark[name] = max(self.source_watermark.get(name, 0), int(ts[sel].max()))
+            for end in np.unique(ends[sel & use]):
+                self.open[int(end)].setdefault("sources", set()).add(name)
+
+    def _hold_late(self, rows: np.ndarray, values: np.ndarray, quality: np.ndarray, ts: np.ndarray) -> None:
+        """A late reading newer than its point's held value is held for the next tick."""
+        if not len(rows):
+            return
+        order = np.argsort(ts, kind="stable")
+        rows, values, quality, ts = rows[order], values[order], quality[order], ts[order]
+        newer = ts > self.held["ts"][rows]
+        self.held["values"][rows[newer]] = values[newer]
+        self.held["quality"][rows[newer]] = quality[newer]
+        self.held["ts"][rows[newer]] = ts[newer]
+
+    def _complete(self, end: int) -> bool:
+        """Every source that delivered in the tick before has delivered past this tick's end."""
+        if self.early_margin_ns is None or not self.expected:
+            return False
+        wm = self.source_watermark
+        return all(wm.get(name, 0) >= end + self.early_margin_ns for name in self.expected)
 
     def _empty(self) -> dict:
         n = len(self.points)
         return {"values": np.full(n, np.nan), "quality": np.full(n, BAD, np.int8), "ts": np.zeros(n, np.int64),
-                "received": 0}
+                "received": 0, "sources": set()}
 
     def _close(self, until: int) -> list[Tick]:
         out = []
         held = self.held
-        for end in sorted(e for e in self.open if e <= until):
-            t = self.open.pop(end)
+        for end in sorted(self.open):
+            t = self.open[end]
+            if end > until:
+                if not self._complete(end):
+                    break
+                self.closed_early += 1
+            self.open.pop(end)
+            self.expected = tuple(sorted(t.get("sources", ())))
             fresh = t["quality"] != BAD
             for key in ("values", "quality", "ts"):
                 held[key][fresh] = t[key][fresh]
@@ -138,7 +192,8 @@ class TickAligner:
     def snapshot(self) -> dict:
         return {"open": self.open, "closed_until": self.closed_until, "watermark": self.watermark,
                 "late": self.late, "held": self.held, "hour": self.hour, "availability": self.availability,
-                "network": self.network}
+                "network": self.network, "expected": self.expected, "closed_early": self.closed_early,
+                "source_watermark": self.source_watermark}
 
     def restore(self, snap: dict) -> None:
         self.open = snap["open"]
@@ -146,6 +201,9 @@ class TickAligner:
         self.hour = snap.get("hour", self.hour)
         self.availability = snap.get("availability", self.availability)
         self.network = snap.get("network", self.network)
+        self.expected = snap.get("expected", self.expected)
+        self.closed_early = snap.get("closed_early", self.closed_early)
+        self.source_watermark = snap.get("source_watermark", self.source_watermark)
         self.closed_until, self.watermark, self.late = snap["closed_until"], snap["watermark"], snap["late"]
 
 

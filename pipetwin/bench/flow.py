@@ -32,8 +32,10 @@
    1,000 float32 points, polled at 1 Hz, 125-register reads), one ``variant=`` line each, one after
    the other in this process: ``before`` (the flow as first built: historian flushes on bytewax's
    worker thread, a Modbus poll's 16 reads in series with the worker waiting for them),
-   ``after`` (the product defaults: historian writer threads, 4 connections per device, polls in
-   flight while the worker goes on) and ``after_numba1`` (the same with the flow process on one
+   ``after_wait`` (historian writer threads, 4 connections per device, polls in flight while the
+   worker goes on, every tick waiting out the whole lateness: the product as session 2 left it),
+   ``after`` (the product defaults: the same, with a tick closing as soon as every source has
+   delivered past its end, ``align.py``'s early close) and ``after_numba1`` (the same with the flow process on one
    numba thread), all at 0.3 s lateness; then the lateness sweep (``LATENESS_SWEEP_S``, one numba
    thread), whose ``late_readings`` is what a smaller allowance loses. States of the warm-up and
    of the last two seconds before the sources stop (shutdown) are left out.
@@ -365,7 +367,9 @@ class Variant:
     """How the flow under test is set up: ``before`` is the flow as session 1 measured it
     (historian flushes on bytewax's worker thread; a Modbus poll's reads in series on one
     connection, the worker waiting for them), ``after`` the product defaults (historian writer
-    thread; 4 connections per device, polls in flight while the worker goes on).
+    thread; 4 connections per device, polls in flight while the worker goes on; a tick closes as
+    soon as every source has delivered past its end, ``early_margin_s``, None: it waits the whole
+    lateness, as ``after_wait`` and ``before`` do).
     ``numba_threads``: the flow process's numba thread count (None: numba's default)."""
 
     name: str
@@ -373,10 +377,12 @@ class Variant:
     modbus_connections: int
     modbus_wait: bool
     numba_threads: int | None = None
+    early_margin_s: float | None = 0.1
 
 
-BEFORE = Variant("before", historian_thread=False, modbus_connections=1, modbus_wait=True)
+BEFORE = Variant("before", historian_thread=False, modbus_connections=1, modbus_wait=True, early_margin_s=None)
 AFTER = Variant("after", historian_thread=True, modbus_connections=4, modbus_wait=False)
+AFTER_WAIT = dataclasses.replace(AFTER, name="after_wait", early_margin_s=None)
 LATENESS_SWEEP_S = (0.1, 0.2, 0.5, 1.0)     # the full run's 0.3 s is the before/after pair
 
 
@@ -579,6 +585,7 @@ def _flow_main(layout: Layout, opcua_ports: list[int], modbus_ports: list[int], 
     sinks = FlowSinks(states=[sink], historian=historian)
     flow = build_flow(sources, model, table, sinks, time.time_ns, lambda: [],
                       FlowConfig(NET, tick_s=1.0, lateness_s=lateness_s, max_age_s=60.0, n_zones=4,
+                                 early_margin_s=variant.early_margin_s,
                                  historian_options={"background": variant.historian_thread}))
     cpu0, wall0 = _cpu_s(), time.monotonic()
     run_main(flow)
@@ -813,7 +820,7 @@ def main(quick: bool = False, shared: str | None = None, only: str | None = None
             field = Layout(2, 1000, 4, 2, 1000)                  # 10,000 points
             # before / after side by side: same field, same lateness, one after the other
             one_thread = dataclasses.replace(AFTER, name="after_numba1", numba_threads=1)
-            for variant in (BEFORE, AFTER, one_thread):
+            for variant in (BEFORE, AFTER_WAIT, AFTER, one_thread):
                 latency_case(field, 40.0, 8.0, 0.3, tmp / f"lat_{variant.name}", True, variant)
             # the tick lateness: what each allowance costs (latency) and buys (fewer late readings);
             # on one numba thread, so the twin's kernels do not swamp the differences

@@ -174,12 +174,12 @@ def test_two_networks_in_one_flow(network):
 
 def test_late_data_policy(network):
     """A tick closes once the newest event time seen passes its end by the lateness; until then a
-    straggler still counts; after, it is late: counted in the next tick, not used (the point keeps
-    its value in the closed tick, and the next tick holds the newer value it already had)."""
+    straggler still counts; after, it is late: counted in the next tick and not used in the closed
+    one, but, being newer than the value held for its point, it is what the next tick holds."""
     from pipetwin.flows.steps.align import TickAligner
 
     _, points = network
-    aligner = TickAligner(points, "schutterwald", tick_s=1.0, lateness_s=0.5, max_age_s=60.0)
+    aligner = TickAligner(points, "schutterwald", tick_s=1.0, lateness_s=0.5, max_age_s=60.0, early_margin_s=None)
     s = 1_000_000_000
     t0 = 1_700_000_000 * s
     row = points.ids.index("PT-001")
@@ -195,4 +195,39 @@ def test_late_data_policy(network):
     assert aligner.late == 1
     nxt = add(2.6, 2.5e5, "PT-002")
     assert [t.ts_ns for t in nxt] == [t0 + 2 * s] and nxt[0].late == 1
-    assert nxt[0].values[row] == 2.1e5                                    # the late 9.9e5 never reached a tick
+    assert nxt[0].values[row] == 9.9e5                                    # held: the newest value known
+    assert add(0.5, 7.7e5) == [] and aligner.late == 2                    # late and older than held: dropped
+    assert add(3.6, 2.6e5, "PT-002")[0].values[row] == 9.9e5
+
+
+def test_early_close_when_every_source_has_moved_past_the_tick(network):
+    """A tick closes before its lateness runs out once every source that delivered in the tick
+    before has delivered a reading stamped past its end (plus the margin): sources deliver in time
+    order, so nothing more is due. A source that falls silent holds one tick open for the whole
+    allowance and is then not waited for; a straggler after an early close is held for the next tick."""
+    from pipetwin.flows.steps.align import TickAligner
+
+    _, points = network
+    aligner = TickAligner(points, "schutterwald", tick_s=1.0, lateness_s=0.5, max_age_s=60.0, early_margin_s=0.1)
+    s = 1_000_000_000
+    t0 = 1_700_000_000 * s
+    row = points.ids.index("PT-001")
+
+    def add(source, at_s, point="PT-001", value=2.0e5):
+        return [t.ts_ns - t0 for t in aligner.add(readings_batch([point], [t0 + int(at_s * s)], [value], 0, source))]
+
+    assert add("opcua:a", 0.3) == [] and add("modbus:b/1", 0.4, "PT-002") == []
+    assert add("opcua:a", 1.3) == []                       # (0, 1] knows no sources to wait for yet
+    assert add("modbus:b/1", 1.6, "PT-002") == [s]         # the lateness closes it
+    assert add("opcua:a", 2.2) == [] and add("modbus:b/1", 2.05, "PT-002") == []   # (2, 3]: b not past 2.1
+    assert add("modbus:b/1", 2.15, "PT-002") == [2 * s]    # both sources past 2.1: (1, 2] closes 0.35 s early
+    assert aligner.closed_early == 1
+    assert add("opcua:a", 3.2) == [] and add("modbus:b/1", 3.2, "PT-002") == [3 * s]   # early again
+    assert add("opcua:a", 2.9, value=3.3e5) == [] and aligner.late == 1                # a straggler: late,
+    assert aligner.held["values"][row] == 3.3e5                                        # but held for (3, 4]
+    assert add("opcua:a", 4.2) == []                        # b fell silent after 3.2 ...
+    assert add("opcua:a", 4.6) == [4 * s]                   # (3, 4] closes by the allowance (b was in it)
+    assert add("opcua:a", 5.15) == []                       # (4, 5] waits for b ...
+    assert add("opcua:a", 5.55) == [5 * s]                  # ... the allowance, once
+    assert add("opcua:a", 6.15) == [6 * s]                  # then only a is waited for
+    assert aligner.closed_early == 3
