@@ -95,14 +95,15 @@ class MeterEndModel:
         """Per meter: its class's median read / expected this hour (all meters' median where the
         class has fewer than ``min_class`` reads)."""
         ratio = x / np.where(self.expected_kg_h > 0, self.expected_kg_h, np.nan)
-        ok = np.isfinite(ratio)
-        overall = float(np.median(ratio[ok])) if ok.any() else np.nan
-        per_group = np.full(len(self._groups), overall)
+        per_group = np.full(len(self._groups), np.nan)
         for g, members in enumerate(self._groups):
             r = ratio[members]
             r = r[np.isfinite(r)]
             if len(r) >= self.min_class:
                 per_group[g] = np.median(r)
+        if np.isnan(per_group).any():
+            ok = np.isfinite(ratio)
+            per_group[np.isnan(per_group)] = np.median(ratio[ok]) if ok.any() else np.nan
         return per_group[self._group_of]
 
     def update(self, hour_end_ns: int, x: np.ndarray) -> None:

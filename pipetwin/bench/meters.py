@@ -23,7 +23,7 @@ from pipetwin.flows.detectors.meter_end_model import FLAGS, HOUR_NS, MeterEndMod
 # case -> (simulator fault, check that should flag it)
 CASES = {"leak": ("behind_meter_leak", "leak"), "change": ("usage_change", "change"),
          "theft": ("theft", "theft"), "stopped": ("stopped", "stopped")}
-LEAK_SHARES = (0.25, 0.5, 1.0)          # behind-the-meter leak, as a share of the house's mean use
+LEAK_SHARES = (0.15, 0.25, 0.5, 1.0)         # behind-the-meter leak, as a share of the house's mean use
 CHANGE_FACTORS = (2.5, 1.8)
 THEFT_FACTORS = (0.3, 0.1)
 
@@ -48,13 +48,15 @@ def plan(points, base_kg_s: np.ndarray, per_case: int, onset_s: float, rng: np.r
             pos = int(picks[c * per_case + j])
             e = {"at": onset_s + float(rng.integers(0, 24)) * 3600.0 + 1800.0, "kind": "meter",
                  "meter": meter_ids[pos], "fault": fault}
+            param = None
             if fault == "behind_meter_leak":
-                e["flow_kg_s"] = LEAK_SHARES[j % len(LEAK_SHARES)] * float(base_kg_s[pos])
+                param = LEAK_SHARES[j % len(LEAK_SHARES)]
+                e["flow_kg_s"] = param * float(base_kg_s[pos])
             elif fault == "usage_change":
-                e["factor"] = CHANGE_FACTORS[j % len(CHANGE_FACTORS)]
+                e["factor"] = param = CHANGE_FACTORS[j % len(CHANGE_FACTORS)]
             elif fault == "theft":
-                e["factor"] = THEFT_FACTORS[j % len(THEFT_FACTORS)]
-            events.append({**e, "case": case, "pos": pos})
+                e["factor"] = param = THEFT_FACTORS[j % len(THEFT_FACTORS)]
+            events.append({**e, "case": case, "pos": pos, "param": param})
     return events
 
 
@@ -65,7 +67,7 @@ def simulate_reads(model, points, events: list[dict], days: float, step_s: float
     from pipetwin.connectors.simulator import Event, FieldSimulator, Scenario
 
     scenario = Scenario(datetime(2026, 1, 15, tzinfo=timezone.utc), sorted(
-        (Event(e["at"], "meter", {k: v for k, v in e.items() if k not in ("at", "kind", "case", "pos")})
+        (Event(e["at"], "meter", {k: v for k, v in e.items() if k not in ("at", "kind", "case", "pos", "param")})
          for e in events), key=lambda ev: ev.at_s))
     sim = FieldSimulator(model, points, scenario, seed=seed)
     ends, reads = [], []
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pipetwin bench meters", description=__doc__.splitlines()[0])
     p.add_argument("--days", type=float, default=7.0)
     p.add_argument("--step-s", type=float, default=300.0)
-    p.add_argument("--per-case", type=int, default=6)
+    p.add_argument("--per-case", type=int, default=8)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--quick", action="store_true", help="4 days, 4 meters per case, scale 1e5 only")
     p.add_argument("--no-scale", action="store_true", help="skip the 1e5/1e6-meter timing")
@@ -149,16 +151,23 @@ def main(argv: list[str] | None = None) -> int:
     _, evs, ends, start_ns, res = runs[0]
     for case, (_fault, check) in CASES.items():
         mine = [e for e in evs if e["case"] == case]
-        delays, others = [], 0
+        delays, others, by_param = [], 0, {}
         for e in mine:
             k = res["first"][check][e["pos"]]
+            hit = by_param.setdefault(e["param"], [0, 0])
+            hit[1] += 1
             if k >= 0:
+                hit[0] += 1
                 delays.append((ends[k] - start_ns) / HOUR_NS - e["at"] / 3600.0)
             others += sum(int(res["onsets"][f][e["pos"]] > 0) for f in FLAGS if f != check)
         print(f"{case}_detected={len(delays)}/{len(mine)}")
         print(f"{case}_delay_h_median={np.median(delays):.1f}" if delays else f"{case}_delay_h_median=nan")
         print(f"{case}_delay_h_max={np.max(delays):.1f}" if delays else f"{case}_delay_h_max=nan")
         print(f"{case}_other_checks_flagged={others}")
+        name = {"leak": "share_of_mean_use", "change": "factor", "theft": "factor"}.get(case)
+        for param, (hit, total) in sorted(by_param.items(), key=lambda kv: kv[0] or 0):
+            if name:
+                print(f"{case}_detected_{name}_{param:g}={hit}/{total}")
     # false alarms: meters without a fault, hours after the warm-up
     alarms, meter_days = {f: 0 for f in FLAGS}, 0.0
     for _label, evs, ends, start_ns, res in runs:
