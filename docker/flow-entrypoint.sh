@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The flow worker: `pipetwin run` configured from the environment (see docker/.env.example).
-# Reads an already running field (OPC-UA and Modbus servers at PIPETWIN_FIELD_HOST, the
-# simulator in the compose file) and writes to the Redis at REDIS_URL and the Parquet historian.
+# Reads the readings from Kafka (KAFKA_BOOTSTRAP, KAFKA_TOPIC) or, with KAFKA_BOOTSTRAP empty, an
+# already running field (OPC-UA and Modbus servers at PIPETWIN_FIELD_HOST, the simulator in the
+# compose file), and writes to the Redis at REDIS_URL and the Parquet historian.
 set -euo pipefail
 
 network="${PIPETWIN_NETWORK:-schutterwald}"
@@ -30,14 +31,17 @@ if [ -n "${PIPETWIN_FIELD_HOST:-}" ] && [ "${PIPETWIN_FIELD_HOST}" != "127.0.0.1
              "(it reads 127.0.0.1; the compose file shares the simulator's network namespace for that)" >&2
     fi
 fi
-# Kafka: the flow reads Reading batches from KAFKA_TOPIC when `pipetwin run` has a --kafka option
-# (connectors/kafka.py has the source); until then the variables are reported and not used.
+# Kafka: with KAFKA_BOOTSTRAP the flow reads its readings from KAFKA_TOPIC (comma-separated for
+# several), published from the end on; the field servers and the meter inbox are then not read.
 if [ -n "${KAFKA_BOOTSTRAP:-}" ]; then
-    if grep -q -- "--kafka" <<<"$help"; then
-        args+=(--kafka "$KAFKA_BOOTSTRAP" --kafka-topic "${KAFKA_TOPIC:-pipetwin.readings}")
-    else
-        echo "pipetwin-flow: KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP not used: this pipetwin's 'run' has no --kafka yet" >&2
-    fi
+    args+=(--kafka "$KAFKA_BOOTSTRAP")
+    IFS=',' read -r -a topics <<<"${KAFKA_TOPIC:-pipetwin.readings}"
+    for topic in "${topics[@]}"; do
+        topic="${topic//[[:space:]]/}"
+        if [ -n "$topic" ]; then
+            args+=(--kafka-topic "$topic")
+        fi
+    done
 fi
 
 echo "pipetwin-flow: pipetwin ${args[*]}" >&2
