@@ -47,8 +47,11 @@ class RunOptions:
     kafka_partitions: int = 8                      # for a topic the simulator has to make
     kafka_zones: int = 4                           # the simulator's message keys (ZoneMap.from_model)
     kafka_from_start: bool = False                 # False: only readings published after the flow starts
+    workers: int = 1                               # bytewax workers: input partitions (Kafka's) spread over them
 
     def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
         if self.kafka is not None:
             from pipetwin.connectors.kafka import bootstrap_servers, check_topic
 
@@ -280,7 +283,12 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
                                         name="audit", daemon=True)
             recorder.start()
         try:
-            run_main(flow)
+            if options.workers == 1:
+                run_main(flow)
+            else:     # the keyed steps run on the worker their network hashes to; inputs on all
+                from bytewax.run import cli_main
+
+                cli_main(flow, workers_per_process=options.workers)
         except KeyboardInterrupt:
             pass
         finally:

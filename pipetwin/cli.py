@@ -193,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              dashboard_args=tile_args(args),
                              kafka=args.kafka or None, kafka_topics=tuple(args.kafka_topic or ["pipetwin.readings"]),
                              kafka_partitions=args.kafka_partitions, kafka_zones=args.kafka_zones,
-                             kafka_from_start=args.kafka_from_start)
+                             kafka_from_start=args.kafka_from_start, workers=args.workers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -212,6 +212,8 @@ def _kafka_arguments(p: argparse.ArgumentParser, reads: bool) -> None:
                          "(the bundled simulator publishes there)") if reads else
                    "also publish every reading to Kafka at host:port[,host:port], keyed by zone")
     if reads:
+        p.add_argument("--workers", type=int, default=1,
+                       help="bytewax workers in this process (Kafka partitions are shared among them)")
         g.add_argument("--kafka-topic", action="append", metavar="TOPIC",
                        help="topic to read (repeat for several; default pipetwin.readings)")
         g.add_argument("--kafka-from-start", action="store_true",
