@@ -48,10 +48,27 @@ class RunOptions:
     kafka_zones: int = 4                           # the simulator's message keys (ZoneMap.from_model)
     kafka_from_start: bool = False                 # False: only readings published after the flow starts
     workers: int = 1                               # bytewax workers: input partitions (Kafka's) spread over them
+    # a cluster of processes (bytewax -i/-a): every process's host:port, the same list on each
+    addresses: tuple[str, ...] = ()
+    process_id: int | None = None
 
     def __post_init__(self):
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        self.addresses = tuple(a.strip() for a in self.addresses if a.strip())
+        if self.addresses:
+            for a in self.addresses:
+                host, _, port = a.rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"cluster address {a!r}: expected host:port")
+            if self.process_id is None or not 0 <= self.process_id < len(self.addresses):
+                raise ValueError(f"--process-id must be 0..{len(self.addresses) - 1} (one per --addresses entry)")
+            if self.kafka is None:
+                raise ValueError("a cluster of processes reads its readings from Kafka: give --kafka")
+            if self.redis_url is None:
+                raise ValueError("a cluster of processes shares one Redis: give --redis-url")
+        elif self.process_id not in (None, 0):
+            raise ValueError("--process-id needs --addresses")
         if self.kafka is not None:
             from pipetwin.connectors.kafka import bootstrap_servers, check_topic
 
@@ -237,12 +254,13 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
     write_network(connect(url), model, points)
     simulator = None
     wall = None
+    first = not options.addresses or options.process_id == 0   # the wall, simulator and ledger: process 0's
     try:
-        if options.dashboard:
+        if options.dashboard and first:
             wall = DashboardProcess(url, model.name, str(Path(options.historian).resolve()), options.dashboard_port,
                                     options.host, options.dashboard_args)
             say(wall.start())
-        if options.simulator:
+        if options.simulator and first:
             simulator = SimulatorThread(model, points, options)
             for line in simulator.start():
                 say(line)
@@ -273,7 +291,7 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
         watcher = threading.Thread(target=_progress, args=(url, model.name, stop, options.progress), daemon=True)
         watcher.start()
         recorder = None
-        if options.audit_ledger:
+        if options.audit_ledger and first:
             from pipetwin.flows.subscribers.audit import record
 
             Path(options.audit_ledger).parent.mkdir(parents=True, exist_ok=True)
@@ -283,12 +301,13 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
                                         name="audit", daemon=True)
             recorder.start()
         try:
-            if options.workers == 1:
+            if options.workers == 1 and not options.addresses:
                 run_main(flow)
             else:     # the keyed steps run on the worker their network hashes to; inputs on all
                 from bytewax.run import cli_main
 
-                cli_main(flow, workers_per_process=options.workers)
+                cli_main(flow, workers_per_process=options.workers, process_id=options.process_id,
+                         addresses=list(options.addresses) or None)
         except KeyboardInterrupt:
             pass
         finally:

@@ -193,7 +193,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                              dashboard_args=tile_args(args),
                              kafka=args.kafka or None, kafka_topics=tuple(args.kafka_topic or ["pipetwin.readings"]),
                              kafka_partitions=args.kafka_partitions, kafka_zones=args.kafka_zones,
-                             kafka_from_start=args.kafka_from_start, workers=args.workers)
+                             kafka_from_start=args.kafka_from_start, workers=args.workers,
+                             addresses=tuple((args.addresses or "").split(";")), process_id=args.process_id)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -214,6 +215,10 @@ def _kafka_arguments(p: argparse.ArgumentParser, reads: bool) -> None:
     if reads:
         p.add_argument("--workers", type=int, default=1,
                        help="bytewax workers in this process (Kafka partitions are shared among them)")
+        p.add_argument("--addresses", metavar="HOST:PORT;HOST:PORT",
+                       help="run as one process of a bytewax cluster: every process's address, the same list "
+                            "on each (needs --kafka and --redis-url; the simulator, wall and ledger run on process 0)")
+        p.add_argument("--process-id", type=int, default=None, help="this process's index in --addresses")
         g.add_argument("--kafka-topic", action="append", metavar="TOPIC",
                        help="topic to read (repeat for several; default pipetwin.readings)")
         g.add_argument("--kafka-from-start", action="store_true",
