@@ -16,6 +16,7 @@ import numpy as np
 from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from pipetwin.dashboards import forecast_figure
 from pipetwin.dashboards.context import GRAPH_CONFIG, WallContext
 from pipetwin.dashboards.figures import (SEVERITY_COLOURS, geometry_arrays, map_figure, map_frame, pressure_units,
                                          strip_extend, strip_figure, strip_rows)
@@ -49,6 +50,8 @@ def layout(ctx: WallContext) -> html.Div:
             ]),
         ]),
         dcc.Graph(id="wall-strip", config=GRAPH_CONFIG, figure={"layout": {"template": "plotly_dark"}}),
+        dcc.Graph(id="wall-forecast", config=GRAPH_CONFIG, figure={"layout": {"template": "plotly_dark"}}),
+        dcc.Store(id="wall-forecast-memo", data={}),
         dcc.Store(id="wall-memo", data={}),
         dcc.Store(id="wall-base"), dcc.Store(id="wall-geo"), dcc.Store(id="wall-frame"),
     ])
@@ -111,12 +114,16 @@ def alert_items(alerts: list[dict]) -> list:
 
 def zone_rows(summary: dict) -> html.Table:
     mult = summary.get("zone_multipliers") or []
-    head = html.Tr([html.Th("zone"), html.Th("demand × estimated")])
+    expected = summary.get("forecast_multipliers") or []     # the current hour's forecast (docs/forecast.md)
+    head = html.Tr([html.Th("zone"), html.Th("demand × estimated"), html.Th("× expected")])
     return html.Table(className="zones", children=[head] + [
-        html.Tr([html.Td(str(i)), html.Td(f"{m:.3f}")]) for i, m in enumerate(mult)])
+        html.Tr([html.Td(str(i)), html.Td(f"{m:.3f}"),
+                 html.Td(f"{expected[i]:.3f}" if i < len(expected) and expected[i] is not None else "–")])
+        for i, m in enumerate(mult)])
 
 
 def register(app, ctx: WallContext) -> None:
+    forecast_figure.register(app, ctx)        # the zones' demand against the forecast, and the next 24 h
     app.clientside_callback(ClientsideFunction(namespace="wall", function_name="draw"),
                             Output("wall-map", "figure"), Output("wall-ts", "children"), Output("wall-ts", "data-ts"),
                             Input("wall-frame", "data"), State("wall-base", "data"), State("wall-geo", "data"))
