@@ -264,7 +264,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCH_MODULES = {"nab": "pipetwin.bench.nab", "leaks": "pipetwin.bench.leaks", "meters": "pipetwin.bench.meters"}
+BENCH_MODULES = {"nab": "pipetwin.bench.nab", "leaks": "pipetwin.bench.leaks", "meters": "pipetwin.bench.meters",
+                 "forecast": "pipetwin.bench.forecast"}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
