@@ -1,7 +1,8 @@
 """Cluster mode end to end on a real broker (tests/kafka_broker.py): ``pipetwin simulate --kafka``
 in a process of its own publishes the field's readings to a topic of 2 partitions keyed by zone,
-``pipetwin run --kafka`` (``flows.run.run``, no simulator of its own) reads them through the same
-flow, and the twin's state lands in the embedded Redis."""
+``pipetwin run --kafka`` (``flows.run.run``, no simulator of its own, 2 workers) reads them through
+the same flow, and the twin's state lands in the embedded Redis. The slow test runs the flow as a
+bytewax cluster of two processes (``--addresses``/``--process-id``), one partition each."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 
 import pyarrow.dataset as ds
+import pytest
 
 from pipetwin.connectors.kafka import ZoneMap, partition_for_key
 from tests.kafka_broker import delete_topic, kafka_broker, new_topic  # noqa: F401  (kafka_broker: a fixture)
@@ -60,7 +62,7 @@ def test_simulator_to_kafka_to_flow_to_redis(kafka_broker, tmp_path):
         options = RunOptions(duration_s=10.0, historian=str(tmp_path / "historian"),
                              meter_inbox=str(tmp_path / "inbox"), audit_ledger=None, simulator=False,
                              progress=False, dashboard=False, kafka=kafka_broker, kafka_topics=(topic,),
-                             kafka_from_start=True)
+                             kafka_from_start=True, workers=2)
         summary = run(model, points, options, say=said.append)
         flow_s = time.monotonic() - started
     finally:
@@ -83,3 +85,69 @@ def test_simulator_to_kafka_to_flow_to_redis(kafka_broker, tmp_path):
     # both partitions' zones are there
     got_zones = set(zones.zone_of(readings.column("point").combine_chunks()).tolist())
     assert {partition_for_key(z, 2) for z in got_zones} == {0, 1}
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_flow_processes_share_the_partitions(kafka_broker, tmp_path):
+    """``pipetwin run --addresses A;B --process-id 0|1``: a bytewax cluster of two processes on
+    loopback, one Redis. A message that is not a Reading batch in each partition shows which
+    process read which partition (each reports what it skips); the twin still sees every sensor."""
+    from confluent_kafka import Producer
+
+    from pipetwin.connectors.points import load_points
+    from pipetwin.data import example
+    from pipetwin.flows.redis_embedded import connect, start_embedded_redis
+    from pipetwin.flows.sinks.redis_sink import read_state
+    from pipetwin.twin.io import read_network
+
+    model = read_network(example("schutterwald"))
+    points = load_points(example("schutterwald") / "points.csv", model)
+    twin_sensors = [p for p, proto, q in zip(points.ids, points.protocol, points.quantity)
+                    if proto in ("opcua", "modbus") and q in ("pressure", "flow")]
+    topic = new_topic(kafka_broker, 2)
+    keys = {partition_for_key(f"junk-{i}", 2): f"junk-{i}".encode() for i in range(20)}
+    raw = Producer({"bootstrap.servers": kafka_broker, "partitioner": "murmur2_random"})
+    for p in (0, 1):
+        raw.produce(topic, key=keys[p], value=b"not a reading batch")
+    assert raw.flush(30) == 0
+    del raw                       # its connection would outlive the session's broker (log noise at exit)
+    redis = start_embedded_redis(port=0)
+    sim, _ = _start_simulator(kafka_broker, topic, duration_s=90)
+    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(2))
+    procs = []
+    try:
+        for i in range(2):
+            folder = tmp_path / f"proc{i}"
+            folder.mkdir()
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "pipetwin.cli", "run", "--no-simulator", "--no-dashboard", "--quiet",
+                 "--kafka", kafka_broker, "--kafka-topic", topic, "--kafka-from-start", "--redis-url", redis.url,
+                 "--addresses", addresses, "--process-id", str(i), "--duration", "12"],
+                cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outputs = [proc.communicate(timeout=240)[0] for proc in procs]
+        for i, (proc, out) in enumerate(zip(procs, outputs)):
+            assert proc.returncode == 0, f"process {i}:\n{out[-3000:]}"
+        state = read_state(connect(redis.url), model.name)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        sim.terminate()
+        sim.wait(30)
+        redis.close()
+        delete_topic(kafka_broker, topic)
+    read_by = [{p for p in (0, 1) if f"{topic}[{p}]" in out} for out in outputs]
+    assert sorted(map(sorted, read_by)) == [[0], [1]], outputs        # one partition each
+    assert state and state["summary"]["sensors_reporting"] == len(twin_sensors)
