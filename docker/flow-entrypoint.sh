@@ -43,6 +43,15 @@ if [ -n "${KAFKA_BOOTSTRAP:-}" ]; then
         fi
     done
 fi
+# Scale: PIPETWIN_WORKERS bytewax workers in this container; PIPETWIN_ADDRESSES ("h:p;h:p", the
+# same on every process) and PIPETWIN_PROCESS_ID make it one process of a cluster (needs Kafka and
+# REDIS_URL; `pipetwin run` checks).
+if [ -n "${PIPETWIN_WORKERS:-}" ] && [ "${PIPETWIN_WORKERS}" != "1" ]; then
+    args+=(--workers "$PIPETWIN_WORKERS")
+fi
+if [ -n "${PIPETWIN_ADDRESSES:-}" ]; then
+    args+=(--addresses "$PIPETWIN_ADDRESSES" --process-id "${PIPETWIN_PROCESS_ID:-0}")
+fi
 
 echo "pipetwin-flow: pipetwin ${args[*]}" >&2
 exec pipetwin "${args[@]}" "$@"

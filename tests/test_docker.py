@@ -56,7 +56,7 @@ def test_entrypoint_runs_the_flow_on_kafka(kafka_broker, tmp_path):
     topic = new_topic(kafka_broker, 2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "PIPETWIN_", "REDIS_"))}
     env.update(PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", KAFKA_BOOTSTRAP=kafka_broker,
-               KAFKA_TOPIC=f" {topic} ", PIPETWIN_DURATION="2", PIPETWIN_HISTORIAN=str(tmp_path / "historian"))
+               KAFKA_TOPIC=f" {topic} ", PIPETWIN_DURATION="2", PIPETWIN_WORKERS="2", PIPETWIN_HISTORIAN=str(tmp_path / "historian"))
     try:
         res = subprocess.run(["bash", str(DOCKER / "flow-entrypoint.sh")], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=180)
@@ -64,6 +64,6 @@ def test_entrypoint_runs_the_flow_on_kafka(kafka_broker, tmp_path):
         delete_topic(kafka_broker, topic)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "--no-simulator --no-dashboard" in res.stderr
-    assert f"--kafka {kafka_broker} --kafka-topic {topic}" in res.stderr
+    assert f"--kafka {kafka_broker} --kafka-topic {topic} --workers 2" in res.stderr
     assert f"kafka {kafka_broker} topic={topic} partitions=2" in res.stdout
     assert "embedded Redis" in res.stderr          # REDIS_URL unset: it says so
