@@ -58,7 +58,7 @@ class MeterEndModel:
                  theft_ratio: float = 0.5, theft_z: float = 4.0, theft_tau_h: float = 12.0,
                  change_k: float = 1.0, change_h: float = 10.0, change_hold_h: int = 72, sigma_floor: float = 0.05,
                  leak_frac: float = 0.1, leak_additive: float = 2.0, leak_nights: int = 1):
-        self.expected_kg_h = np.asarray(expected_kg_h, float)
+        self.expected_kg_h = np.asarray(expected_kg_h, np.float32)
         self.classes = np.asarray(classes, np.int64)
         self.night_hours, self.morning_hours, self.utc_offset_h = tuple(night_hours), tuple(morning_hours), utc_offset_h
         self.warmup_h, self.min_class = warmup_h, min_class
@@ -77,7 +77,7 @@ class MeterEndModel:
 
     @staticmethod
     def fresh_state(n: int) -> dict:
-        f32 = lambda v=0.0: np.full(n, v, float)  # noqa: E731
+        f32 = lambda v=0.0: np.full(n, v, np.float32)  # noqa: E731
         s = {"hours": np.zeros(n, np.int32),            # hours with a read (learning)
              "level": f32(1.0), "fast": f32(1.0), "var": f32(0.04),   # own level vs class, its fast twin, var of log
              "s_up": f32(), "s_down": f32(), "change_since": np.full(n, -1, np.int64),
@@ -109,7 +109,7 @@ class MeterEndModel:
     def update(self, hour_end_ns: int, x: np.ndarray) -> None:
         """Fold in one closed hour: ``x`` kg per meter over the hour (NaN: no read)."""
         s = self.state
-        x = np.asarray(x, float)
+        x = np.asarray(x, np.float32)
         hour_index = int(hour_end_ns - 1) // HOUR_NS
         s["hour_index"][0] = hour_index
         local_hour = (hour_index + self.utc_offset_h) % 24
@@ -124,6 +124,9 @@ class MeterEndModel:
         self._theft(x, expected, have, learnt)
         excess = self._change(q, x, expected, have, learnt, hour_index)
         self._leak(excess, have, learnt, local_hour)
+        for k, v in s.items():              # the state stays single precision (half the memory and snapshot)
+            if v.dtype == np.float64:
+                s[k] = v.astype(np.float32)
 
     def _stopped(self, x, expected, c, have) -> None:
         s = self.state

@@ -4,10 +4,11 @@ hour at 1e5 and 1e6 meters.
 
     pipetwin bench meters [--days 7] [--step-s 300] [--per-case 4] [--seed 11] [--quick] [--no-scale]
 
-Prints ``key=value`` lines: per case (``leak``, ``change``, ``theft``, ``stopped``) how many faulted
-meters its check flagged, the median and worst delay from the fault's start to the end of the hour
-that flagged it (the flow adds its meter lateness, 15 min by default), and the flags of other checks
-on those meters; false alarms per 1000 meter-days on the meters with no fault (both runs, after the
+Prints ``key=value`` lines: per case (``leak``, ``change``, ``theft``, ``stopped``, and
+``leak_preexisting``: a house leaking from the start, before the model learns it) how many faulted
+meters its check flagged, the median and worst delay from the fault's start (the warm-up's end for
+a pre-existing leak) to the end of the hour that flagged it (the flow adds its meter lateness,
+15 min by default), and how many of those meters another check flagged too; false alarms per 1000 meter-days on the meters with no fault (both runs, after the
 warm-up); and ``scale_<n>_ms_per_hour`` with the model's state size.
 """
 
@@ -22,7 +23,8 @@ from pipetwin.flows.detectors.meter_end_model import FLAGS, HOUR_NS, MeterEndMod
 
 # case -> (simulator fault, check that should flag it)
 CASES = {"leak": ("behind_meter_leak", "leak"), "change": ("usage_change", "change"),
-         "theft": ("theft", "theft"), "stopped": ("stopped", "stopped")}
+         "theft": ("theft", "theft"), "stopped": ("stopped", "stopped"),
+         "leak_preexisting": ("behind_meter_leak", "leak")}   # leaking before the model starts learning
 LEAK_SHARES = (0.15, 0.25, 0.5, 1.0)         # behind-the-meter leak, as a share of the house's mean use
 CHANGE_FACTORS = (2.5, 1.8)
 THEFT_FACTORS = (0.3, 0.1)
@@ -46,8 +48,9 @@ def plan(points, base_kg_s: np.ndarray, per_case: int, onset_s: float, rng: np.r
     for c, (case, (fault, _check)) in enumerate(CASES.items()):
         for j in range(per_case):
             pos = int(picks[c * per_case + j])
-            e = {"at": onset_s + float(rng.integers(0, 24)) * 3600.0 + 1800.0, "kind": "meter",
-                 "meter": meter_ids[pos], "fault": fault}
+            at = 0.0 if case.endswith("_preexisting") else onset_s + float(rng.integers(0, 24)) * 3600.0 + 1800.0
+            e = {"at": at, "kind": "meter", "meter": meter_ids[pos], "fault": fault,
+                 "since_s": max(at, onset_s)}      # delays count from here (the warm-up's end at the latest)
             param = None
             if fault == "behind_meter_leak":
                 param = LEAK_SHARES[j % len(LEAK_SHARES)]
@@ -67,7 +70,7 @@ def simulate_reads(model, points, events: list[dict], days: float, step_s: float
     from pipetwin.connectors.simulator import Event, FieldSimulator, Scenario
 
     scenario = Scenario(datetime(2026, 1, 15, tzinfo=timezone.utc), sorted(
-        (Event(e["at"], "meter", {k: v for k, v in e.items() if k not in ("at", "kind", "case", "pos", "param")})
+        (Event(e["at"], "meter", {k: v for k, v in e.items() if k not in ("at", "kind", "case", "pos", "param", "since_s")})
          for e in events), key=lambda ev: ev.at_s))
     sim = FieldSimulator(model, points, scenario, seed=seed)
     ends, reads = [], []
@@ -158,13 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             hit[1] += 1
             if k >= 0:
                 hit[0] += 1
-                delays.append((ends[k] - start_ns) / HOUR_NS - e["at"] / 3600.0)
+                delays.append((ends[k] - start_ns) / HOUR_NS - e["since_s"] / 3600.0)
             others += sum(int(res["onsets"][f][e["pos"]] > 0) for f in FLAGS if f != check)
         print(f"{case}_detected={len(delays)}/{len(mine)}")
         print(f"{case}_delay_h_median={np.median(delays):.1f}" if delays else f"{case}_delay_h_median=nan")
         print(f"{case}_delay_h_max={np.max(delays):.1f}" if delays else f"{case}_delay_h_max=nan")
         print(f"{case}_other_checks_flagged={others}")
-        name = {"leak": "share_of_mean_use", "change": "factor", "theft": "factor"}.get(case)
+        name = {"leak": "share_of_mean_use", "leak_preexisting": "share_of_mean_use", "change": "factor",
+                "theft": "factor"}.get(case)
         for param, (hit, total) in sorted(by_param.items(), key=lambda kv: kv[0] or 0):
             if name:
                 print(f"{case}_detected_{name}_{param:g}={hit}/{total}")
