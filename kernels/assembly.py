@@ -79,3 +79,87 @@ def laplacian_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, c
     for j in range(n):
         out[perm[j]] = xp[j] + res[j]
     return True
+
+
+@njit(cache=True)
+def _sym_upper_matvec(n, cp, ci, cx, x, out):
+    """out = C x for symmetric C stored as its upper triangle."""
+    for i in range(n):
+        out[i] = 0.0
+    for k in range(n):
+        xk = x[k]
+        acc = 0.0
+        for p in range(cp[k], cp[k + 1]):
+            i = ci[p]
+            v = cx[p]
+            out[i] += v * xk
+            if i != k:
+                acc += v * x[i]
+        out[k] += acc
+
+
+@njit(cache=True)
+def laplacian_pcg(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, lp, li, lx, dinv, rhs, x0,
+                  rtol, max_iter, out):
+    """The linear step of ``laplacian_step`` without a new factorization: conjugate gradients on
+    the matrix of conductances ``w``, preconditioned by the last factorization (L, from nearby
+    conductances), from ``x0``. Stops when the residual's 2-norm has fallen to ``rtol`` of its
+    start. Returns the iterations used, or -1 if ``max_iter`` did not reach it (``out`` is then
+    undefined): each iteration costs two triangular solves, so a caller caps it below what a
+    factorization costs."""
+    n = perm.shape[0]
+    scatter_links(w, pos_a, pos_b, pos_ab, cx)
+    for i in range(diag_extra.shape[0]):
+        cx[cdiag[pinv[i]]] += diag_extra[i]
+    xp = np.empty(n)
+    bp = np.empty(n)
+    r = np.empty(n)
+    for j in range(n):
+        xp[j] = x0[perm[j]]
+        bp[j] = rhs[perm[j]]
+    _sym_upper_residual(n, cp, ci, cx, bp, xp, r)
+    r0 = 0.0
+    for j in range(n):
+        r0 += r[j] * r[j]
+    r0 = np.sqrt(r0)
+    used = 0
+    if r0 > 0.0:
+        z = r.copy()
+        chol_solve(n, lp, li, lx, dinv, z)
+        d = z.copy()
+        q = np.empty(n)
+        rz = 0.0
+        for j in range(n):
+            rz += r[j] * z[j]
+        used = -1
+        for it in range(1, max_iter + 1):
+            _sym_upper_matvec(n, cp, ci, cx, d, q)
+            dq = 0.0
+            for j in range(n):
+                dq += d[j] * q[j]
+            if not dq > 0.0:
+                break
+            alpha = rz / dq
+            rr = 0.0
+            for j in range(n):
+                xp[j] += alpha * d[j]
+                r[j] -= alpha * q[j]
+                rr += r[j] * r[j]
+            if np.sqrt(rr) <= rtol * r0:
+                used = it
+                break
+            for j in range(n):
+                z[j] = r[j]
+            chol_solve(n, lp, li, lx, dinv, z)
+            rz_new = 0.0
+            for j in range(n):
+                rz_new += r[j] * z[j]
+            beta = rz_new / rz
+            rz = rz_new
+            for j in range(n):
+                d[j] = z[j] + beta * d[j]
+        if used < 0:
+            return -1
+    for j in range(n):
+        out[perm[j]] = xp[j]
+    return used

@@ -395,3 +395,21 @@ def max_relative_change(w, w_ref):
         if r > worst:
             worst = r
     return worst
+
+
+@njit(cache=True)
+def count_changed(w, w_ref, rel):
+    """How many conductances moved by more than ``rel`` (|w - w_ref| / max(|w|, |w_ref|)) from a
+    factorized set: with few of them, the old factorization preconditions the new matrix into
+    the identity but for that many eigenvalues. Non-finite values count as moved."""
+    count = 0
+    for k in range(w.shape[0]):
+        a = w[k]
+        b = w_ref[k]
+        s = max(abs(a), abs(b))
+        if s == 0.0:
+            continue
+        r = abs(a - b) / s
+        if not r <= rel:
+            count += 1
+    return count

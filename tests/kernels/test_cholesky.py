@@ -70,3 +70,44 @@ def test_numba_backend_reports_indefinite_matrix():
     with pytest.raises(np.linalg.LinAlgError):
         system.solve(np.array([1.0, -5.0]), np.zeros(2), np.ones(2))
     assert sp.issparse(system.matrix())
+
+
+@pytest.mark.parametrize("backend", ["numba", "cholmod"])
+def test_pcg_from_an_old_factorization_reaches_the_new_solution(backend):
+    if backend == "cholmod":
+        pytest.importorskip("sksparse")
+    n = 300
+    i, j, w = _random_laplacian(n, 500, 11)
+    rng = np.random.default_rng(5)
+    rhs = rng.normal(size=n)
+    zero = np.zeros(n)
+    system = LaplacianSystem(n, i, j, backend=backend)
+    x_old = system.solve(w, zero, rhs)
+    # a few conductances move a lot, the rest a little: what a Newton step near its answer sees
+    w2 = w * (1.0 + 0.01 * rng.uniform(-1.0, 1.0, len(w)))
+    w2[rng.choice(len(w), 5, replace=False)] *= 30.0
+    ref = np.linalg.solve(_dense(n, i, j, w2, zero), rhs)
+    x, used = system.solve_pcg(w2, zero, rhs, x_old, 1e-12, 60)
+    assert x is not None and 0 < used <= 30
+    assert np.allclose(x, ref, rtol=1e-8, atol=1e-9 * np.abs(ref).max())
+    # too few iterations: reported, not a wrong answer
+    assert system.solve_pcg(w2, zero, rhs, x_old, 1e-12, 2) == (None, 2)
+    # the factorization kept is the old one: the old matrix is still solved in one iteration
+    x, used = system.solve_pcg(w, zero, rhs, x_old + 1.0, 1e-10, 5)
+    assert used == 1 and np.allclose(x, x_old, rtol=1e-8, atol=1e-9 * np.abs(x_old).max())
+
+
+def test_pcg_budget_is_zero_where_factorizing_costs_a_solve():
+    # a path ordered from its end: no fill, so a factorization is as cheap as a solve
+    n = 500
+    i = np.arange(n, dtype=np.int64)
+    j = np.append(np.arange(1, n), -1).astype(np.int64)
+    system = LaplacianSystem(n, i, j, backend="numba", order=np.arange(n, dtype=np.int64))
+    assert system.pcg_budget() == 0            # nothing factorized yet
+    system.solve(np.ones(n), np.zeros(n), np.ones(n))
+    assert system.pcg_budget() == 0
+    # a dense-ish random graph: fill makes a factorization worth many iterations
+    i, j, w = _random_laplacian(n, 3000, 3)
+    system = LaplacianSystem(n, i, j, backend="numba")
+    system.solve(w, np.zeros(n), np.ones(n))
+    assert system.pcg_budget() >= 10

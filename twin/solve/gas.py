@@ -28,6 +28,15 @@ START_VELOCITY_M_S = 0.2
 # a warm re-solve keeps the last factorization (a chord step) while no conductance has moved more
 # than this share from the factorized ones (the chord step then still contracts); more, it refactors
 CHORD_MAX_CHANGE = 0.3
+# otherwise, conjugate gradients preconditioned by the last factorization take the step when they
+# should need fewer iterations than cost a factorization: about PCG_BASE + (conductances moved by
+# more than PCG_CHANGE from the factorized ones) / PCG_PER_ITERATION (grid10k, steps 6-7: 4 and 47
+# moved, 7 and 16-17 iterations; 801 at step 5, 25), to the residual share PCG_RTOL (the step is then
+# as exact as a factorization's: flows balance to rounding of the throughput)
+PCG_CHANGE = 0.1
+PCG_BASE = 8
+PCG_PER_ITERATION = 4
+PCG_RTOL = 1e-10
 # Colebrook's flat low-flow stretch (see ``kernels.gas.settle_reversals``) ends near Re 3
 RE_PLATEAU = 3.0
 CONTROLLED = (LinkKind.PRV, LinkKind.COMPRESSOR_OUTLET, LinkKind.COMPRESSOR_RATIO)
@@ -280,6 +289,7 @@ class GasSolver:
         m_new = np.empty(nl)
         p_new = np.empty(n)
         demand = np.ascontiguousarray(demand, dtype=np.float64)
+        self._cg_iterations = 0
         for it in range(1, opt.max_iter + 1):
             # how far the current iterate is from the pipe law, in Pa
             phi, dphi, law_res, dp_scale = self._pipe_phi(m, p)
@@ -320,8 +330,13 @@ class GasSolver:
             # step's residual is the old solution's, already tiny); a cold solve refactors every time
             chord = (warm_start is not None and pinned in self._factored_w and (it <= 2 or law_res < last_law)
                      and gk.max_relative_change(P, self._factored_w[pinned]) <= CHORD_MAX_CHANGE)
+            pcg = 0
+            if not chord and pinned in self._factored_w:
+                budget = system.pcg_budget()
+                need = PCG_BASE + gk.count_changed(P, self._factored_w[pinned], PCG_CHANGE) / PCG_PER_ITERATION
+                pcg = budget if need <= budget else 0
             try:
-                pi_new[rows], refactored = self._linear_step(system, pinned, P, rhs[rows], (p * p)[rows], chord)
+                pi_new[rows], refactored = self._linear_step(system, pinned, P, rhs[rows], (p * p)[rows], chord, pcg)
             except np.linalg.LinAlgError:
                 if warm_start is None:
                     raise
@@ -384,7 +399,8 @@ class GasSolver:
                            node_demand=node_demand, elapsed_s=time.perf_counter() - t0,
                            extra={"max_pipe_residual_pa": max_pipe_res, "factorizations": refactors,
                                   "max_lossless_dp_pa": lossless_dp, "law_residual_pa": law_res,
-                                  "last_max_dp_pa": float(dp_max), "linear_backend": self.system.backend})
+                                  "last_max_dp_pa": float(dp_max), "linear_backend": self.system.backend,
+                                  "cg_iterations": self._cg_iterations})
 
     def _balanced(self, m: np.ndarray, demand: np.ndarray, tol_kg_s: float) -> bool:
         n = self.model.n_nodes
@@ -392,11 +408,17 @@ class GasSolver:
         return bool(np.max(np.abs(net[self.free]), initial=0.0) <= tol_kg_s)
 
     def _linear_step(self, system: LaplacianSystem, pinned: tuple, w: np.ndarray, rhs: np.ndarray, x0: np.ndarray,
-                     chord: bool) -> tuple[np.ndarray, bool]:
+                     chord: bool, pcg: int = 0) -> tuple[np.ndarray, bool]:
         """The Newton step's squared pressures (and whether it refactored); a chord step whose
-        answer is not finite is redone with a fresh factorization. Raises LinAlgError when the fresh
-        one fails too."""
+        answer is not finite, or conjugate gradients (up to ``pcg`` iterations with the last
+        factorization) that do not converge, are redone with a fresh factorization. Raises
+        LinAlgError when the fresh one fails too."""
         zeros = np.zeros(system.n)
+        if pcg:
+            x, used = system.solve_pcg(w, zeros, rhs, x0, PCG_RTOL, pcg)
+            self._cg_iterations += used
+            if x is not None and np.isfinite(x).all():
+                return x, False
         if chord:
             try:
                 x = system.solve(w, zeros, rhs, x0=x0, refactor=False)

@@ -11,10 +11,12 @@ a simplicial one. "splu": SciPy's SuperLU, which redoes the analysis each time.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.sparse as sp
 
-from pipetwin.kernels.assembly import csc_positions, laplacian_step, scatter_laplacian
+from pipetwin.kernels.assembly import csc_positions, laplacian_pcg, laplacian_step, scatter_laplacian
 from pipetwin.kernels.cholesky import chol_row_patterns, chol_symbolic, gga_matrix_pattern
 
 try:  # optional accelerated backend
@@ -27,6 +29,9 @@ except Exception:  # pragma: no cover - depends on the machine
 
 SUPERNODAL_ROWS = 50_000
 NUMBA_ROWS = 5_000          # up to this many rows the compiled Cholesky is the default
+# conjugate gradients from an old factorization are worth trying while this share of a fresh
+# factorization's cost buys the iterations they need (the rest is the price of a failed try)
+PCG_SHARE_OF_FACTOR = 0.8
 
 
 class LaplacianSystem:
@@ -53,6 +58,11 @@ class LaplacianSystem:
         self._factor = None
         self._numeric = None     # solve with the last numeric factorization
         self._given_order = order   # a fill-reducing order the caller knows (e.g. a tree's, leaves first)
+        # CHOLMOD: the shortest wall time seen of a numeric factorization and of a solve with it, s
+        # (the shortest: a busy machine only ever adds to them)
+        self._t_factor = np.inf
+        self._t_solve = np.inf
+        self._pcg_budget = 0       # numba: CG iterations that cost what a factorization does
         if backend == "numba":
             self._build_numba(self._link_i, self._link_j)
         else:
@@ -124,6 +134,11 @@ class LaplacianSystem:
         sw = np.empty(max(n, 1), np.int64)
         mark = np.zeros(n, np.bool_)
         nnz_l = chol_symbolic(n, self.cp, self.ci, parent, self.lp, sw, mark)
+        # a factorization costs ~ sum of squared column counts of L; a CG iteration two passes over
+        # L, one over the matrix and a few vectors
+        counts = np.diff(self.lp).astype(np.float64)
+        per_iteration = 2.0 * nnz_l + 2.0 * len(self.ci) + 6.0 * n
+        self._pcg_budget = int(float(counts @ counts) / max(per_iteration, 1.0))
         self.rp, self.rj = chol_row_patterns(n, self.cp, self.ci, parent, self.lp, sw, mark)
         self.cx = np.zeros(len(self.ci))
         self.li = np.empty(nnz_l, np.int64)
@@ -160,7 +175,7 @@ class LaplacianSystem:
         if not refactor and self._numeric is not None:
             if x0 is None:
                 raise ValueError("a solve with an old factorization needs x0")
-            return x0 + self._numeric(rhs - m @ x0)
+            return x0 + self._timed_solve(rhs - m @ x0)
         if x0 is not None:
             return x0 + self._factor_solve(m, rhs - m @ x0)
         return self._factor_solve(m, rhs)
@@ -183,15 +198,83 @@ class LaplacianSystem:
         self._factored = True
         return out
 
+    def pcg_budget(self) -> int:
+        """How many iterations of ``solve_pcg`` cost ``PCG_SHARE_OF_FACTOR`` of a fresh factorization
+        (0 before the first one): where factorizing is as cheap as a solve (a tree's fill-free
+        order) it is 0 and CG is never tried."""
+        if self.backend == "numba":
+            return int(PCG_SHARE_OF_FACTOR * self._pcg_budget) if self._factored else 0
+        if self.backend != "cholmod" or self._numeric is None or not np.isfinite(self._t_factor + self._t_solve):
+            return 0
+        # an iteration: a solve, a matrix product and a few vector operations (~1.2 solves)
+        return int(PCG_SHARE_OF_FACTOR * self._t_factor / (1.2 * self._t_solve))
+
+    def solve_pcg(self, w: np.ndarray, diag_extra: np.ndarray, rhs: np.ndarray, x0: np.ndarray, rtol: float,
+                  max_iter: int) -> tuple[np.ndarray | None, int]:
+        """(A D A^T + diag_extra) x = rhs by conjugate gradients from ``x0``, preconditioned by the
+        last numeric factorization, which is kept. Near a Newton solution only a few conductances
+        still move (pipes near zero flow): the preconditioned matrix is the identity but for a few
+        eigenvalues, and CG needs about as many iterations, each two triangular solves instead of a
+        factorization. Returns (x, iterations), or (None, max_iter) when the residual did not fall
+        to ``rtol`` of its start in ``max_iter`` iterations."""
+        if self.n == 0:
+            return np.zeros(0), 0
+        if self.backend == "numba":
+            if not self._factored:
+                return None, 0
+            out = np.empty(self.n)
+            used = laplacian_pcg(np.ascontiguousarray(w, dtype=np.float64),
+                                 np.ascontiguousarray(diag_extra, dtype=np.float64), self.pinv, self.perm,
+                                 self.pos_a, self.pos_b, self.pos_ab, self.cdiag, self.cp, self.ci, self.cx,
+                                 self.lp, self.li, self.lx, self.dinv, np.ascontiguousarray(rhs, dtype=np.float64),
+                                 np.ascontiguousarray(x0, dtype=np.float64), float(rtol), int(max_iter), out)
+            return (out, used) if used >= 0 else (None, max_iter)
+        if self.backend != "cholmod" or self._numeric is None:
+            return None, 0
+        self.assemble(w, diag_extra)
+        m = self.matrix()
+        x = np.array(x0, dtype=np.float64)
+        r = rhs - m @ x
+        r0 = float(np.linalg.norm(r))
+        if r0 == 0.0:
+            return x, 0
+        z = self._timed_solve(r)
+        d = z.copy()
+        rz = float(r @ z)
+        for it in range(1, max_iter + 1):
+            q = m @ d
+            dq = float(d @ q)
+            if not dq > 0.0:
+                break
+            alpha = rz / dq
+            x += alpha * d
+            r -= alpha * q
+            if float(np.linalg.norm(r)) <= rtol * r0:
+                return x, it
+            z = self._timed_solve(r)
+            rz_new = float(r @ z)
+            d *= rz_new / rz
+            d += z
+            rz = rz_new
+        return None, max_iter
+
+    def _timed_solve(self, b: np.ndarray) -> np.ndarray:
+        t = time.perf_counter()
+        x = self._numeric(b)
+        self._t_solve = min(self._t_solve, time.perf_counter() - t)
+        return x
+
     def _factor_solve(self, m: sp.csc_matrix, rhs: np.ndarray) -> np.ndarray:
         if self.backend == "cholmod":
             if self._factor is None:
                 # simplicial wins on pipe graphs up to tens of thousands of rows; beyond, let CHOLMOD
                 # pick by flops per nonzero (supernodal pays off on meshes with much fill)
                 self._factor = _cholmod_analyze(m, mode="auto" if self.n > SUPERNODAL_ROWS else "simplicial")
+            t = time.perf_counter()
             self._factor.cholesky_inplace(m)
+            self._t_factor = min(self._t_factor, time.perf_counter() - t)
             self._numeric = self._factor
-            return self._factor(rhs)
+            return self._timed_solve(rhs)
         from scipy.sparse.linalg import splu
 
         lu = splu(m, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
