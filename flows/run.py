@@ -227,9 +227,6 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
     """Run until the duration ends (or Ctrl-C). Returns the last state's summary and counters."""
     from bytewax.testing import run_main
 
-    from pipetwin.connectors.meter_folder import MeterFolderSource
-    from pipetwin.connectors.modbus_source import ModbusSource
-    from pipetwin.connectors.opcua_source import OpcUaSource
     from pipetwin.flows.flow import FlowConfig, FlowSinks, build_flow
     from pipetwin.flows.redis_embedded import connect, start_embedded_redis
     from pipetwin.flows.sinks.redis_sink import RedisSink, read_state, write_network
@@ -265,24 +262,7 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
             for line in simulator.start():
                 say(line)
         say(f"historian {Path(options.historian).resolve()}")
-        run_for = None if options.duration_s is None else timedelta(seconds=options.duration_s)
-        sources = []
-        if options.kafka is not None:
-            sources.append(kafka_source(options, say))
-        if options.kafka is None and points.select("opcua").size:
-            endpoint = f"opc.tcp://{options.host}:{options.opcua_port}/pipetwin/"
-            sources.append(OpcUaSource({endpoint: points}, run_for=run_for, sampling_interval_ms=100.0,
-                                       publishing_interval_ms=100.0))
-        if options.kafka is None and points.select("modbus").size:
-            max_polls = None if options.duration_s is None else int(options.duration_s)
-            sources.append(ModbusSource(points, options.host, options.modbus_port, period_s=1.0,
-                                        max_polls=max_polls))
-        if options.kafka is None and points.select("meter").size:
-            Path(options.meter_inbox).mkdir(parents=True, exist_ok=True)
-            if not options.simulator:        # the simulator already said where its meter files go
-                say(f"meters {Path(options.meter_inbox).resolve()}")
-            sources.append(MeterFolderSource(points, [options.meter_inbox], poll_interval_s=5.0,
-                                             run_for_s=options.duration_s, settle_s=1.0))
+        sources = [kafka_source(options, say)] if options.kafka is not None else field_sources(points, options, say)
         sinks = FlowSinks(states=[RedisSink(url)], alerts=[RedisSink(url)], historian=options.historian)
         flow = build_flow(sources, model, points, sinks, time.time_ns,
                           default_detectors(model, options.min_service_pressure_pa, points),
@@ -325,6 +305,32 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
             simulator.stop()
         if embedded is not None:
             embedded.close()
+
+
+def field_sources(points: PointTable, options: RunOptions, say=print) -> list:
+    """The field's readings as bytewax sources, for the points the table has: the OPC-UA server's
+    subscription, the Modbus poller and the meter drop folder at ``options``' host, ports and inbox,
+    each ending after ``duration_s``."""
+    from pipetwin.connectors.meter_folder import MeterFolderSource
+    from pipetwin.connectors.modbus_source import ModbusSource
+    from pipetwin.connectors.opcua_source import OpcUaSource
+
+    run_for = None if options.duration_s is None else timedelta(seconds=options.duration_s)
+    sources = []
+    if points.select("opcua").size:
+        endpoint = f"opc.tcp://{options.host}:{options.opcua_port}/pipetwin/"
+        sources.append(OpcUaSource({endpoint: points}, run_for=run_for, sampling_interval_ms=100.0,
+                                   publishing_interval_ms=100.0))
+    if points.select("modbus").size:
+        max_polls = None if options.duration_s is None else int(options.duration_s)
+        sources.append(ModbusSource(points, options.host, options.modbus_port, period_s=1.0, max_polls=max_polls))
+    if points.select("meter").size:
+        Path(options.meter_inbox).mkdir(parents=True, exist_ok=True)
+        if not options.simulator:        # the simulator already said where its meter files go
+            say(f"meters {Path(options.meter_inbox).resolve()}")
+        sources.append(MeterFolderSource(points, [options.meter_inbox], poll_interval_s=5.0,
+                                         run_for_s=options.duration_s, settle_s=1.0))
+    return sources
 
 
 def kafka_source(options: RunOptions, say=print):
