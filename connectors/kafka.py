@@ -12,7 +12,8 @@ them in order.
 - ``zone_messages``: split a batch by zone (row order kept) into ``(key, value)`` pairs.
 - ``ReadingProducer``: sends batches to a topic with confluent-kafka's producer.
 - ``kafka_reading_sink``: bytewax's ``KafkaSink`` with the producer settings used here; feed it
-  ``reading_sink_messages`` through ``op.flat_map``.
+  ``reading_sink_messages`` through ``op.flat_map``. ``ReadingProducerSink``: a sink that takes
+  Reading batches as they are and counts deliveries (an edge's figures).
 - ``kafka_reading_source`` / ``DecodedReadingSource``: a bytewax source over bytewax's
   ``KafkaSource`` that yields Reading batches. Undecodable messages and consumer errors never stop
   the flow: they are counted in ``ReadingErrors`` and handed to ``on_error``.
@@ -39,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from pipetwin.connectors.reading import READING_SCHEMA, point_rows
 
@@ -411,6 +413,45 @@ def kafka_reading_sink(brokers: Iterable[str], topic: str | None, add_config: Ma
     return KafkaSink(list(brokers), topic, add_config={**PRODUCER_DEFAULTS, **(add_config or {})})
 
 
+class _ProducerPartition(StatelessSinkPartition[pa.RecordBatch]):
+    def __init__(self, producer: ReadingProducer, flush_s: float):
+        self.producer, self.flush_s = producer, flush_s
+
+    def write_batch(self, items: list[pa.RecordBatch]) -> None:
+        for batch in items:
+            if batch.num_rows:
+                self.producer.send(batch)
+
+    def close(self) -> None:
+        self.producer.flush(self.flush_s)
+
+
+class ReadingProducerSink(DynamicSink[pa.RecordBatch]):
+    """A bytewax sink of Reading batches: one ``ReadingProducer`` per worker (keyed by zone,
+    deliveries counted). ``stats`` holds each worker's ``ProducerStats``, for the figures an edge
+    prints; ``close`` waits up to ``flush_s`` for the broker's acknowledgements."""
+
+    def __init__(self, brokers: Iterable[str] | str, topic: str, zones: ZoneMap | ZoneFn | str, *,
+                 add_config: Mapping[str, Any] | None = None, max_rows: int = MAX_ROWS, flush_s: float = 30.0):
+        self.brokers, self.topic, self.zones = brokers, topic, zones
+        self.add_config, self.max_rows, self.flush_s = dict(add_config or {}), max_rows, flush_s
+        self.stats: list[ProducerStats] = []
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
+        producer = ReadingProducer(self.brokers, self.topic, self.zones, add_config=self.add_config,
+                                   max_rows=self.max_rows)
+        self.stats.append(producer.stats)
+        return _ProducerPartition(producer, self.flush_s)
+
+    def totals(self) -> ProducerStats:
+        out = ProducerStats()
+        for s in self.stats:
+            out.batches, out.messages, out.rows = out.batches + s.batches, out.messages + s.messages, out.rows + s.rows
+            out.delivered, out.failed = out.delivered + s.delivered, out.failed + s.failed
+            out.last_error = s.last_error or out.last_error
+        return out
+
+
 # --- consuming -----------------------------------------------------------------------------------
 
 @dataclass
@@ -576,6 +617,7 @@ def kafka_readings(step_id: str, flow, brokers: Iterable[str] | str, topics: Ite
 __all__ = ["CONTENT_HEADER", "CONTENT_TYPE", "DEFAULT_PARTITIONS", "DEFAULT_TOPIC", "DEFAULT_ZONE", "MAX_ROWS",
            "PRODUCER_DEFAULTS", "DecodedReadingSource", "bootstrap_servers", "check_topic", "ensure_topic", "murmur2",
            "partition_for_key", "zone_partitions",
-           "ProducerStats", "ReadingDecodeError", "ReadingErrors", "ReadingProducer", "ReadingStreams", "ZoneMap",
+           "ProducerStats", "ReadingDecodeError", "ReadingErrors", "ReadingProducer", "ReadingProducerSink", "ReadingStreams",
+           "ZoneMap",
            "decode_batch", "decode_message", "decode_stream", "encode_batch", "kafka_reading_sink",
            "kafka_reading_source", "kafka_readings", "reading_sink_messages", "split_by_zone", "zone_messages"]

@@ -205,13 +205,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kafka_arguments(p: argparse.ArgumentParser, reads: bool) -> None:
-    """--kafka options: ``run`` reads readings from the topics, ``simulate`` publishes them there."""
+def _kafka_arguments(p: argparse.ArgumentParser, reads: bool, kafka_help: str | None = None,
+                     required: bool = False) -> None:
+    """--kafka options: ``run`` reads readings from the topics, ``simulate`` and ``publish`` publish
+    them there."""
     g = p.add_argument_group("Kafka (readings in topics partitioned by zone; docs/deployment.md)")
-    g.add_argument("--kafka", metavar="BOOTSTRAP",
-                   help=("read the readings from Kafka at host:port[,host:port] instead of the field's servers "
-                         "(the bundled simulator publishes there)") if reads else
-                   "also publish every reading to Kafka at host:port[,host:port], keyed by zone")
+    g.add_argument("--kafka", metavar="BOOTSTRAP", required=required,
+                   help=kafka_help or (("read the readings from Kafka at host:port[,host:port] instead of the field's "
+                                        "servers (the bundled simulator publishes there)") if reads else
+                                       "also publish every reading to Kafka at host:port[,host:port], keyed by zone"))
     if reads:
         p.add_argument("--workers", type=int, default=1,
                        help="bytewax workers in this process (Kafka partitions are shared among them)")
@@ -227,6 +229,27 @@ def _kafka_arguments(p: argparse.ArgumentParser, reads: bool) -> None:
         g.add_argument("--kafka-topic", default="pipetwin.readings", metavar="TOPIC")
     g.add_argument("--kafka-partitions", type=int, default=8, help="partitions of a topic that has to be made")
     g.add_argument("--kafka-zones", type=int, default=4, help="zones the points are keyed by (k-means)")
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from pipetwin.flows.publish import publish
+    from pipetwin.flows.run import RunOptions
+
+    model, points = load_site(args)
+    if model is None:
+        return 1
+    try:
+        options = RunOptions(duration_s=args.duration, opcua_port=args.opcua_port, modbus_port=args.modbus_port,
+                             meter_inbox=args.meter_dir, simulator=False, kafka=args.kafka,
+                             kafka_topics=(args.kafka_topic,), kafka_partitions=args.kafka_partitions,
+                             kafka_zones=args.kafka_zones)
+        stats = publish(model, points, options)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for key in ("rows", "messages", "delivered", "failed"):
+        print(f"{key}={getattr(stats, key)}")
+    return 0 if stats.failed == 0 else 1
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -584,6 +607,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-start", action="store_true", help="tail: replay the stream from its start")
     p.add_argument("--by", default="operator", help="ack/clear: who acts")
     p.set_defaults(func=cmd_alerts)
+
+    p = sub.add_parser("publish", help="edge gateway: read the field and publish its readings to Kafka by zone",
+                       description="Read the field as `pipetwin run` does (OPC-UA subscription, Modbus polls, "
+                                   "meter export files) and publish every Reading batch to a Kafka topic keyed by "
+                                   "zone, for flows on other machines (`pipetwin run --kafka`). Prints rows, "
+                                   "messages, delivered and failed at the end; exits 1 if a delivery failed.")
+    p.add_argument("network", nargs="?", default="schutterwald")
+    p.add_argument("--points", help="point table (YAML or CSV); default: the bundled one for schutterwald")
+    p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--opcua-port", type=int, default=4840)
+    p.add_argument("--modbus-port", type=int, default=5020)
+    p.add_argument("--meter-dir", default="pipetwin-data/meter-inbox", help="folder of meter export files")
+    _kafka_arguments(p, reads=False, required=True,
+                     kafka_help="publish to Kafka at host:port[,host:port], keyed by zone")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("simulate", help="run the field simulator: OPC-UA and Modbus servers, meter files",
                        description="A live gas network for demos, tests and what-if: solves the network every "
