@@ -53,11 +53,11 @@ class MeterEndModel:
     and the weather, e.g. base-demand band x zone)."""
 
     def __init__(self, expected_kg_h: np.ndarray, classes: np.ndarray, *, night_hours: tuple[int, ...] = (1, 2, 3, 4),
-                 morning_hours: tuple[int, ...] = (6, 7, 8), utc_offset_h: int = 0, warmup_h: int = 48, min_class: int = 5,
+                 morning_hours: tuple[int, ...] = (6, 7, 8, 9), utc_offset_h: int = 0, warmup_h: int = 48, min_class: int = 5,
                  stopped_hours: int = 6, stopped_frac: float = 0.02, class_consuming: float = 0.2,
                  theft_ratio: float = 0.5, theft_z: float = 4.0, theft_tau_h: float = 12.0,
                  change_k: float = 1.0, change_h: float = 10.0, change_hold_h: int = 72, sigma_floor: float = 0.05,
-                 leak_frac: float = 0.1, leak_additive: float = 2.0, leak_nights: int = 1):
+                 leak_frac: float = 0.1, leak_additive: float = 1.6, leak_nights: int = 1):
         self.expected_kg_h = np.asarray(expected_kg_h, np.float32)
         self.classes = np.asarray(classes, np.int64)
         self.night_hours, self.morning_hours, self.utc_offset_h = tuple(night_hours), tuple(morning_hours), utc_offset_h
@@ -83,7 +83,8 @@ class MeterEndModel:
              "s_up": f32(), "s_down": f32(), "change_since": np.full(n, -1, np.int64),
              "zero_run": np.zeros(n, np.int32),
              "ew_x": f32(), "ew_e": f32(), "ew_w": f32(),
-             "night_min": f32(np.inf), "day_excess": f32(), "day_n": np.zeros(n, np.int32), "leak_run": np.zeros(n, np.int32),
+             "night_min": f32(np.inf), "night_sum": f32(), "night_n": np.zeros(n, np.int32),
+             "day_excess": f32(), "day_n": np.zeros(n, np.int32), "leak_run": np.zeros(n, np.int32),
              "q_hour": f32(np.nan), "q_smooth": f32(np.nan), "theft_zs": f32(np.nan),
              "night_excess": f32(np.nan), "day_excess_mean": f32(np.nan), "hour_index": np.zeros(1, np.int64)}
         for flag in FLAGS:
@@ -195,22 +196,27 @@ class MeterEndModel:
         s = self.state
         if local_hour in self.night_hours:
             s["night_min"] = np.where(have, np.minimum(s["night_min"], excess), s["night_min"])
+            s["night_sum"] += np.where(have, excess, 0.0)
+            s["night_n"] += have
         elif local_hour in self.morning_hours:
             s["day_excess"] += np.where(have, excess, 0.0)
             s["day_n"] += have
         if local_hour != self.morning_hours[-1]:
             return
         # the night and the morning after it are over: a leak adds the same flow to both, a bigger
-        # household multiplies its use (its morning excess is ~3x its night one)
+        # household multiplies its use (its mean excess over the morning peak is ~2.5x the night's)
         floor = self.leak_frac * s["level"] * self.expected_kg_h
         nm = np.where(np.isfinite(s["night_min"]), s["night_min"], np.nan)
+        night_mean = np.where(s["night_n"] > 0, s["night_sum"] / np.maximum(s["night_n"], 1), np.nan)
         dm = np.where(s["day_n"] >= max(1, len(self.morning_hours) - 1), s["day_excess"] / np.maximum(s["day_n"], 1), np.nan)
-        additive = dm < self.leak_additive * nm
+        additive = dm < self.leak_additive * night_mean
         night_flow = learnt & (nm > floor) & additive
         s["leak_run"] = np.where(night_flow, s["leak_run"] + 1, 0)
         s["leak"] = (s["leak_run"] >= self.leak_nights) & ~(s["stopped"] | s["theft"])
         s["night_excess"], s["day_excess_mean"] = nm, dm
         s["night_min"][:] = np.inf
+        s["night_sum"][:] = 0.0
+        s["night_n"][:] = 0
         s["day_excess"][:] = 0.0
         s["day_n"][:] = 0
 

@@ -2,14 +2,15 @@
 bundled network, plus a run with no fault, through the meter-end model; then the model's cost per
 hour at 1e5 and 1e6 meters.
 
-    pipetwin bench meters [--days 7] [--step-s 300] [--per-case 4] [--seed 11] [--quick] [--no-scale]
+    pipetwin bench meters [--days 7] [--step-s 300] [--per-case 12] [--runs 2] [--seed 11] [--quick] [--no-scale]
 
 Prints ``key=value`` lines: per case (``leak``, ``change``, ``theft``, ``stopped``, and
 ``leak_preexisting``: a house leaking from the start, before the model learns it) how many faulted
 meters its check flagged, the median and worst delay from the fault's start (the warm-up's end for
 a pre-existing leak) to the end of the hour that flagged it (the flow adds its meter lateness,
-15 min by default), and how many of those meters another check flagged too; false alarms per 1000 meter-days on the meters with no fault (both runs, after the
-warm-up); and ``scale_<n>_ms_per_hour`` with the model's state size.
+15 min by default), and how many of those meters each other check flagged too; false alarms per
+1000 meter-days on the meters with no fault (every run, after the two-day warm-up); and
+``scale_<n>_ms_per_hour`` with the model's state size.
 """
 
 from __future__ import annotations
@@ -126,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pipetwin bench meters", description=__doc__.splitlines()[0])
     p.add_argument("--days", type=float, default=7.0)
     p.add_argument("--step-s", type=float, default=300.0)
-    p.add_argument("--per-case", type=int, default=8)
+    p.add_argument("--per-case", type=int, default=12, help="faulted meters per case and run")
+    p.add_argument("--runs", type=int, default=2, help="fault runs (seeds seed, seed+1, ...), plus one control run")
     p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--quick", action="store_true", help="4 days, 4 meters per case, scale 1e5 only")
+    p.add_argument("--quick", action="store_true", help="4 days, 4 meters per case, one fault run, scale 1e5 only")
     p.add_argument("--no-scale", action="store_true", help="skip the 1e5/1e6-meter timing")
     a = p.parse_args(argv)
-    days, per_case = (4.0, 4) if a.quick else (a.days, a.per_case)
+    days, per_case, n_runs = (4.0, 4, 1) if a.quick else (a.days, a.per_case, a.runs)
     from pipetwin.flows.detectors.meter_end import meter_classes
 
     net, points = network()
@@ -139,42 +141,44 @@ def main(argv: list[str] | None = None) -> int:
     base = net.base_demand()[points.element_index[rows]]
     classes = meter_classes(net, points)
     warmup_days = 2.0
-    rng = np.random.default_rng(a.seed)
-    events = plan(points, base, per_case, warmup_days * 86400, rng)
     t0 = time.perf_counter()
     runs = []
-    for label, evs, seed in (("faults", events, a.seed), ("control", [], a.seed + 1)):
+    plans = [(plan(points, base, per_case, warmup_days * 86400, np.random.default_rng(a.seed + r)), a.seed + r)
+             for r in range(n_runs)] + [([], a.seed + 1000)]
+    for evs, seed in plans:
         ends, reads, start_ns = simulate_reads(net, points, evs, days, a.step_s, seed)
-        result = run_model(MeterEndModel(base * 3600.0, classes), ends, reads)
-        runs.append((label, evs, ends, start_ns, result))
+        runs.append((evs, ends, start_ns, run_model(MeterEndModel(base * 3600.0, classes), ends, reads)))
     print(f"meters={len(rows)}")
     print(f"days={days:g}")
     print(f"step_s={a.step_s:g}")
+    print(f"runs={n_runs}+1")
     print(f"simulate_and_detect_s={time.perf_counter() - t0:.1f}")
-    _, evs, ends, start_ns, res = runs[0]
     for case, (_fault, check) in CASES.items():
-        mine = [e for e in evs if e["case"] == case]
-        delays, others, by_param = [], 0, {}
-        for e in mine:
-            k = res["first"][check][e["pos"]]
-            hit = by_param.setdefault(e["param"], [0, 0])
-            hit[1] += 1
-            if k >= 0:
-                hit[0] += 1
-                delays.append((ends[k] - start_ns) / HOUR_NS - e["since_s"] / 3600.0)
-            others += sum(int(res["onsets"][f][e["pos"]] > 0) for f in FLAGS if f != check)
-        print(f"{case}_detected={len(delays)}/{len(mine)}")
+        delays, total, others, by_param = [], 0, {f: 0 for f in FLAGS if f != check}, {}
+        for evs, ends, start_ns, res in runs:
+            for e in (e for e in evs if e["case"] == case):
+                total += 1
+                k = res["first"][check][e["pos"]]
+                hit = by_param.setdefault(e["param"], [0, 0])
+                hit[1] += 1
+                if k >= 0:
+                    hit[0] += 1
+                    delays.append((ends[k] - start_ns) / HOUR_NS - e["since_s"] / 3600.0)
+                for f in others:
+                    others[f] += int(res["onsets"][f][e["pos"]] > 0)
+        print(f"{case}_detected={len(delays)}/{total}")
         print(f"{case}_delay_h_median={np.median(delays):.1f}" if delays else f"{case}_delay_h_median=nan")
         print(f"{case}_delay_h_max={np.max(delays):.1f}" if delays else f"{case}_delay_h_max=nan")
-        print(f"{case}_other_checks_flagged={others}")
+        for f, count in others.items():
+            print(f"{case}_also_flagged_{f}={count}/{total}")
         name = {"leak": "share_of_mean_use", "leak_preexisting": "share_of_mean_use", "change": "factor",
                 "theft": "factor"}.get(case)
-        for param, (hit, total) in sorted(by_param.items(), key=lambda kv: kv[0] or 0):
+        for param, (hit, n) in sorted(by_param.items(), key=lambda kv: kv[0] or 0):
             if name:
-                print(f"{case}_detected_{name}_{param:g}={hit}/{total}")
+                print(f"{case}_detected_{name}_{param:g}={hit}/{n}")
     # false alarms: meters without a fault, hours after the warm-up
     alarms, meter_days = {f: 0 for f in FLAGS}, 0.0
-    for _label, evs, ends, start_ns, res in runs:
+    for evs, _ends, _start_ns, res in runs:
         normal = np.ones(len(rows), bool)
         normal[[e["pos"] for e in evs]] = False
         meter_days += normal.sum() * max(days - warmup_days, 0.0)
