@@ -224,7 +224,8 @@ def default_detectors(model: NetworkModel, min_pa: float | None, points: PointTa
 
 
 def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print) -> dict:
-    """Run until the duration ends (or Ctrl-C). Returns the last state's summary and counters."""
+    """Run until the duration ends (or Ctrl-C). Returns the last state's summary and counters
+    (with ``--kafka`` also ``kafka_errors``: this process's skipped messages)."""
     from bytewax.testing import run_main
 
     from pipetwin.flows.flow import FlowConfig, FlowSinks, build_flow
@@ -297,7 +298,10 @@ def run(model: NetworkModel, points: PointTable, options: RunOptions, say=print)
                 recorder.join(timeout=10)
         r = connect(url)
         last = read_state(r, model.name)
-        return last["summary"] if last else {}
+        out = dict(last["summary"]) if last else {}
+        if options.kafka is not None:     # messages on the topics that were not Reading batches (skipped)
+            out["kafka_errors"] = sources[0].errors.count
+        return out
     finally:
         if wall is not None:
             wall.stop()

@@ -199,7 +199,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     summary = run(model, points, options)
-    for key in ("ts_ns", "converged", "sensors_reporting", "min_pressure_pa", "inflow_kg_s", "chi2", "solve_ms"):
+    for key in ("ts_ns", "converged", "sensors_reporting", "min_pressure_pa", "inflow_kg_s", "chi2", "solve_ms",
+                "kafka_errors"):
         if key in summary:
             print(f"{key}={summary[key]}")
     return 0

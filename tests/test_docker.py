@@ -66,4 +66,5 @@ def test_entrypoint_runs_the_flow_on_kafka(kafka_broker, tmp_path):
     assert "--no-simulator --no-dashboard" in res.stderr
     assert f"--kafka {kafka_broker} --kafka-topic {topic} --workers 2" in res.stderr
     assert f"kafka {kafka_broker} topic={topic} partitions=2" in res.stdout
+    assert "kafka_errors=0" in res.stdout
     assert "embedded Redis" in res.stderr          # REDIS_URL unset: it says so

@@ -77,6 +77,7 @@ def test_simulator_to_kafka_to_flow_to_redis(kafka_broker, tmp_path):
     assert summary, "no twin state in Redis"
     assert summary["sensors_reporting"] == len(twin_sensors)
     assert summary["converged"] in (True, "true", 1)
+    assert summary["kafka_errors"] == 0
     readings = ds.dataset(str(tmp_path / "historian" / "readings"), format="parquet").to_table(
         columns=["point", "source"])
     sources = set(readings.column("source").to_pylist())
@@ -150,4 +151,5 @@ def test_two_flow_processes_share_the_partitions(kafka_broker, tmp_path):
         delete_topic(kafka_broker, topic)
     read_by = [{p for p in (0, 1) if f"{topic}[{p}]" in out} for out in outputs]
     assert sorted(map(sorted, read_by)) == [[0], [1]], outputs        # one partition each
+    assert all("kafka_errors=1" in out for out in outputs), outputs
     assert state and state["summary"]["sensors_reporting"] == len(twin_sensors)
