@@ -22,7 +22,7 @@ class AlertBook:
     def step(self, ts_ns: int, findings: list[Finding]) -> list[Alert]:
         out = []
         seen = set()
-        for f in findings:
+        for f in merge_findings(findings):
             key = (f.kind, f.subject)
             seen.add(key)
             entry = self.open.get(key)
@@ -58,6 +58,34 @@ class AlertBook:
 
     def snapshot(self) -> dict:
         return {"open": {k: {**v, "alert": v["alert"].to_json()} for k, v in self.open.items()}}
+
+
+def merge_findings(findings: list[Finding]) -> list[Finding]:
+    """One finding per (kind, subject) and tick: two detectors that see the same sensor fault (the
+    residual k-sigma check and the per-sensor anomaly model both watch residuals) would otherwise
+    flip one alert between their severities every tick. The most severe (then highest-scoring)
+    finding speaks; the others ride along in its evidence under ``also``."""
+    best: dict[tuple[str, str], Finding] = {}
+    others: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        key = (f.kind, f.subject)
+        b = best.get(key)
+        if b is None:
+            best[key] = f
+        elif (RANK[f.severity], f.score) > (RANK[b.severity], b.score):
+            others.setdefault(key, []).append(b)
+            best[key] = f
+        else:
+            others.setdefault(key, []).append(f)
+    out = []
+    for key, f in best.items():
+        if key in others:
+            also = [{"model": o.evidence.get("model", ""), "severity": o.severity, "score": o.score,
+                     "message": o.message} for o in others[key]]
+            f = Finding(f.kind, f.subject, f.severity, f.score, f.message, {**f.evidence, "also": also},
+                        list(f.candidates))
+        out.append(f)
+    return out
 
     def restore(self, snap: dict) -> None:
         self.open = {tuple(k): {**v, "alert": Alert.from_json(v["alert"])} for k, v in snap["open"].items()}
