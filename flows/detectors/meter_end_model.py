@@ -21,9 +21,10 @@ Checks (docs/meter-analytics.md gives thresholds and measured figures):
   A change is news: after ``change_hold_h`` hours the new level is learnt and the alarm ends.
 - ``behind_meter_leak``: each night the smallest hourly excess over the expected read
   (``x - a_i * expected``) over the night hours stays above ``leak_frac`` of the meter's mean
-  hourly use, and the excess is additive (the mean excess over the morning peak after it is not
-  much larger than the night's minimum: a leak adds the same flow at every hour; a bigger
-  household multiplies its use), for ``leak_nights`` nights in a row; judged after the morning.
+  hourly use, and the excess is additive (the mean excess over the morning peak after it is below
+  ``leak_additive`` x the night's mean excess: a leak adds the same flow at every hour, ratio ~1;
+  a bigger household multiplies its use, ratio ~2.5), for ``leak_nights`` nights in a row;
+  judged after the morning.
 
 >>> import numpy as np
 >>> m = MeterEndModel(np.full(40, 1.0), np.zeros(40, np.int64), warmup_h=24)
@@ -181,6 +182,9 @@ class MeterEndModel:
         s["s_down"] = np.where(settled, 0.0, s["s_down"])
         s["change"] = s["change"] & ~settled
         s["change_since"] = np.where(settled, -1, s["change_since"])
+        if settled.any():        # the night being gathered was measured against the old level: start afresh
+            s["night_min"][settled], s["night_sum"][settled], s["night_n"][settled] = np.inf, 0.0, 0
+            s["day_excess"][settled], s["day_n"][settled] = 0.0, 0
         # learning: running mean during warm-up, then slow (a week) on quiet hours only
         n = np.maximum(s["hours"], 1).astype(float)
         quiet = have & ~(s["change"] | s["leak"] | s["theft"] | s["stopped"]) & (np.abs(z) < 3)
@@ -207,10 +211,11 @@ class MeterEndModel:
         # household multiplies its use (its mean excess over the morning peak is ~2.5x the night's)
         floor = self.leak_frac * s["level"] * self.expected_kg_h
         nm = np.where(np.isfinite(s["night_min"]), s["night_min"], np.nan)
-        night_mean = np.where(s["night_n"] > 0, s["night_sum"] / np.maximum(s["night_n"], 1), np.nan)
+        whole_night = s["night_n"] >= max(1, len(self.night_hours) - 1)      # one read may be missing
+        night_mean = np.where(whole_night, s["night_sum"] / np.maximum(s["night_n"], 1), np.nan)
         dm = np.where(s["day_n"] >= max(1, len(self.morning_hours) - 1), s["day_excess"] / np.maximum(s["day_n"], 1), np.nan)
         additive = dm < self.leak_additive * night_mean
-        night_flow = learnt & (nm > floor) & additive
+        night_flow = learnt & whole_night & (nm > floor) & additive
         s["leak_run"] = np.where(night_flow, s["leak_run"] + 1, 0)
         s["leak"] = (s["leak_run"] >= self.leak_nights) & ~(s["stopped"] | s["theft"])
         s["night_excess"], s["day_excess_mean"] = nm, dm
