@@ -34,13 +34,14 @@ Z_LINEAR = 1
 Z_PAPAY = 2
 
 LN10 = math.log(10.0)
+TWO_OVER_LN10 = 2.0 / LN10
 RE_FLOOR = 1e-3
 
 
 @njit(cache=True)
 def colebrook(re, rel_rough, guess):
     """Darcy friction factor from Colebrook-White, 1/sqrt(l) = -2 log10(2.51/(Re sqrt(l)) + k/(3.71 D)),
-    solved by Newton in x = 1/sqrt(l) to machine precision, from ``guess`` (a previous lambda) when
+    solved by Halley's method in x = 1/sqrt(l) to machine precision, from ``guess`` (a previous lambda) when
     positive, else from Swamee-Jain (no default arguments: numba's cache mishandles them).
     Returns (lambda, dlambda/dRe)."""
     if re <= 0.0:
@@ -54,7 +55,7 @@ def colebrook(re, rel_rough, guess):
         return lam, -lam / re
     a = 2.51 / re
     b = rel_rough / 3.71
-    # Swamee-Jain start, then Newton on g(x) = x + 2 log10(a x + b)
+    # Swamee-Jain start, then Halley (third order) on g(x) = x + 2 log10(a x + b)
     if guess > 0.0:
         x = 1.0 / math.sqrt(guess)
     else:
@@ -64,16 +65,20 @@ def colebrook(re, rel_rough, guess):
         x = 1.0
     for _ in range(60):
         arg = a * x + b
-        g = x + 2.0 * math.log10(arg)
-        dg = 1.0 + 2.0 * a / (arg * LN10)
-        dx = g / dg
+        g = x + TWO_OVER_LN10 * math.log(arg)     # log, not log10: libm's log is ~30% faster
+        u = a / (arg * LN10)
+        dg = 1.0 + 2.0 * u
+        newton = g / dg
+        # Halley's correction: g'' = -2 ln10 u^2; far from the root (a large correction) Newton
+        denom = 1.0 + newton * LN10 * u * u / dg
+        dx = newton / denom if denom > 0.5 else newton
         xn = x - dx
         if xn <= 0.0:
             xn = 0.5 * x
-        # Newton converges quadratically: the error left after a step dx is about
-        # |g''/(2 g')| dx^2 <= dx^2 / x (g'' = -2 a^2 / (ln10 arg^2), a x < arg), so after a step of
-        # 1e-7 |x| it is below 1e-14 |x|: machine precision without one more log10 to confirm it
-        if abs(xn - x) <= 1e-7 * abs(xn):
+        # the error left after a Halley step dx is about |dx|^3 / x^2 (|g''/g'| <= ln10 u^2 < 1/x^2,
+        # a x < arg), so after a step of 2e-6 |x| it is below 1e-17 |x|: machine precision without
+        # one more log10 to confirm it (Newton, second order, needed steps of 1e-7: one more log)
+        if abs(xn - x) <= 2e-6 * abs(xn):
             x = xn
             break
         x = xn
