@@ -304,3 +304,38 @@ async def test_simulator_publishes_every_step_keyed_by_zone(kafka_broker, networ
     assert len(rows) == 5 * n_scada
     assert {p for p, _ in rows} == {points.ids[r] for r in run.scada_rows}
     assert len({t for _, t in rows}) == 5                      # one timestamp per step
+
+
+async def test_simulator_publishes_nothing_for_a_protocol_in_outage(kafka_broker, network):
+    import dataclasses
+
+    from pipetwin.connectors.kafka import kafka_reading_source
+    from pipetwin.connectors.simulator import FieldSimulator
+    from pipetwin.connectors.simulator_run import KafkaTarget, SimulatorRun
+
+    model, points = network
+    topic = f"pipetwin-outage-{time.time_ns()}"
+    run = SimulatorRun(FieldSimulator(model, points, seed=4), opcua_port=None, modbus_port=None,
+                       kafka=KafkaTarget(kafka_broker, topic, partitions=2, zones=4), say=lambda _line: None)
+    await run.start()
+    try:
+        first = run.sim.step(1.0)
+        await run.publish(dataclasses.replace(first, outages=("opcua",)))     # the OPC-UA gateway is down
+        second = run.sim.step(1.0)
+        await run.publish(second)
+    finally:
+        await run.stop()
+    try:
+        out = []
+        flow = Dataflow("outage")
+        op.output("out", op.input("in", flow, kafka_reading_source(kafka_broker, topic, tail=False)),
+                  TestingSink(out))
+        run_main(flow)
+    finally:
+        delete_topic(kafka_broker, topic)
+    table = pa.Table.from_batches(out)
+    protocol = dict(zip(points.ids, points.protocol))
+    by_step: dict[int, set] = {}
+    for p, ts in zip(table.column("point").to_pylist(), table.column("ts").cast(pa.int64()).to_pylist()):
+        by_step.setdefault(ts, set()).add(protocol[p])
+    assert by_step == {first.ts_ns: {"modbus"}, second.ts_ns: {"opcua", "modbus"}}
