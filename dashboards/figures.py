@@ -323,14 +323,15 @@ def add_tiles(fig: dict, geom: Geometry, height: int) -> None:
     y_range = (float(geom.y.min()) - pad, float(geom.y.max()) + pad)
     _, images = tile_layer(x_range, y_range, 2.0 * height, tiles.template, tiles.max_zoom)
     layout = fig["layout"]
-    layout["images"] = images
-    layout["xaxis"] = {**layout["xaxis"], "range": list(x_range)}
-    layout["yaxis"] = {**layout["yaxis"], "range": list(y_range)}
+    layout["images"] = images       # the axes stay autoranged: a set range would undo a user's zoom each frame
+    nodes = fig["data"][T_NODES]["marker"]          # the colour bar stays legible over light tiles
+    nodes["colorbar"] = {**nodes["colorbar"], "bgcolor": "rgba(15,17,21,0.8)"}
     if tiles.attribution:
         layout["annotations"] = [{"text": tiles.attribution, "xref": "paper", "yref": "paper", "x": 1.0, "y": 0.0,
                                   "xanchor": "right", "yanchor": "bottom", "showarrow": False,
                                   "font": {"size": 10, "color": "#222"}, "bgcolor": "rgba(255,255,255,0.7)"}]
-    fig["meta"]["tiles"] = {"template": tiles.template, "max_zoom": tiles.max_zoom}
+    fig["meta"]["tiles"] = {"template": tiles.template, "max_zoom": tiles.max_zoom,
+                            "bounds": [*x_range, *y_range]}
 
 
 def geometry_arrays(geom: Geometry) -> dict:

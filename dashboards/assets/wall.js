@@ -35,6 +35,21 @@
         return {key: z + ":" + tx0 + "-" + tx1 + ":" + ty0 + "-" + ty1, images: images};
     }
 
+    // the first frame: the tiles of the network's bounds as this graph will show them (equal
+    // scales widen one axis around its centre), so the browser does not first fetch the server's
+    // guess at the page's size
+    function firstTiles(gd, layout, tiles) {
+        const fl = gd._fullLayout, mg = layout.margin || {}, b = tiles.bounds, xr = [b[0], b[1]], yr = [b[2], b[3]];
+        const w = fl.width - (mg.l || 0) - (mg.r || 0), h = (layout.height || fl.height) - (mg.t || 0) - (mg.b || 0);
+        if (!(w > 0) || !(h > 0)) { return; }
+        const k = Math.min(w / (xr[1] - xr[0]), h / (yr[1] - yr[0]));       // pixels per metre
+        const cx = (xr[0] + xr[1]) / 2, cy = (yr[0] + yr[1]) / 2;
+        const layer = tileLayer([cx - w / k / 2, cx + w / k / 2], [cy - h / k / 2, cy + h / k / 2], w,
+                                tiles.template, tiles.max_zoom);
+        shown.key = layer.key;
+        shown.images = layer.images;
+    }
+
     // after every drawing (a new frame, a pan, a zoom, a resize): the view's tiles, if they changed
     function followTiles(gd, tiles) {
         gd._pipetwinTiles = tiles;
@@ -99,10 +114,17 @@
         data[m.sensors] = Object.assign({}, sensors, {x: s.x, y: s.y, text: s.text, customdata: s.customdata,
             marker: Object.assign({}, sensors.marker, {color: s.color})});
         let layout = base.layout;
+        const gd = document.querySelector("#wall-map .js-plotly-plot"), fl = gd && gd._fullLayout;
+        if (fl && fl.xaxis && fl.yaxis && fl.xaxis.autorange === false && fl.yaxis.autorange === false) {
+            // the user's pan or zoom stays through new frames (uirevision alone lets a frame reset it)
+            layout = Object.assign({}, layout, {
+                xaxis: Object.assign({}, layout.xaxis, {range: fl.xaxis.range.slice(), autorange: false}),
+                yaxis: Object.assign({}, layout.yaxis, {range: fl.yaxis.range.slice(), autorange: false})});
+        }
         if (m.tiles) {
-            const gd = document.querySelector("#wall-map .js-plotly-plot");
             if (gd) { followTiles(gd, m.tiles); }
-            if (shown.images) { layout = Object.assign({}, base.layout, {images: shown.images}); }
+            if (!shown.images && gd && gd._fullLayout) { firstTiles(gd, base.layout, m.tiles); }
+            if (shown.images) { layout = Object.assign({}, layout, {images: shown.images}); }
         } else {
             shown.key = null;
             shown.images = null;

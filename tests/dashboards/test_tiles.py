@@ -250,7 +250,7 @@ def test_with_tiles_the_wall_map_sits_in_web_mercator_and_other_pages_keep_the_n
     assert ctx.map_geometry() is geom                  # placed once
     state = ctx.store.state()
     fig, _ = map_figure(geom, None)
-    assert fig["meta"]["tiles"] == {"template": template, "max_zoom": 19}
+    assert fig["meta"]["tiles"]["template"] == template and fig["meta"]["tiles"]["max_zoom"] == 19
     zxy = [re.fullmatch(r"http://127\.0\.0\.1:1/tiles/(\d+)/(\d+)/(\d+)\.png", im["source"])
            for im in fig["layout"]["images"]]
     assert zxy and all(zxy) and len({m.group(1) for m in zxy}) == 1
