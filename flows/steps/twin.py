@@ -3,9 +3,9 @@ zone demand multipliers, warm-started from the last tick) and publish the state 
 
 The multipliers' prior is the last tick's, drawn towards the demand forecast for the current hour
 (``twin/forecast.py``, learned hour by hour from the twin's own zone demands and the measured
-gate inflow) with a relaxation time ``forecast_tau_s``: where the sensors see a zone they decide,
-where they do not (or nothing arrives) the zone follows the day's expected shape instead of
-freezing at its last value (docs/forecast.md). Each state carries the zones' demand, the current
+gate inflow) with a relaxation time ``forecast_tau_s`` (15 min): where the sensors see a zone
+they decide, where they do not (or nothing arrives) the zone follows the day's expected shape
+instead of freezing at its last value (docs/forecast.md). Each state carries the zones' demand, the current
 hour's forecast and the next 24 hours' in its figures (so they reach Redis and the wall).
 
 The multipliers and the forecasters are the step's recovery state: the solver's warm start is
@@ -108,7 +108,8 @@ class TwinUpdater:
 
     def prior_centre(self, ts_ns: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The multipliers' prior for this tick: the last tick's, relaxed towards the current
-        hour's forecast over ``forecast_tau_s`` (an Ornstein-Uhlenbeck prior around the forecast);
+        hour's forecast by 1 - exp(-dt / ``forecast_tau_s``) (an Ornstein-Uhlenbeck prior around the
+        forecast: at 1 s ticks, 0.1 % a tick);
         and the forecast multipliers themselves (None before the forecast is ready)."""
         ahead = self.forecast_now(ts_ns)
         if ahead is None or self.n_zones == 0:
@@ -119,7 +120,7 @@ class TwinUpdater:
             return self.theta, None
         target = np.where(ok, now / np.where(self.zone_base > 0, self.zone_base, 1.0), self.theta)
         dt = (ts_ns - self.last_ts_ns) / 1e9 if self.last_ts_ns is not None else self.forecast_tau_s
-        w = min(max(dt, 0.0) / self.forecast_tau_s, 1.0) if self.forecast_tau_s > 0 else 1.0
+        w = 1.0 - np.exp(-max(dt, 0.0) / self.forecast_tau_s) if self.forecast_tau_s > 0 else 1.0
         return self.theta + w * (target - self.theta), np.where(ok, target, np.nan)
 
     def learn(self, tick: Tick, demand: np.ndarray, dt_s: float) -> np.ndarray:
