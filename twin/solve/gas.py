@@ -29,13 +29,12 @@ START_VELOCITY_M_S = 0.2
 # than this share from the factorized ones (the chord step then still contracts); more, it refactors
 CHORD_MAX_CHANGE = 0.3
 # otherwise, conjugate gradients preconditioned by the last factorization take the step when they
-# should need fewer iterations than cost a factorization: about PCG_BASE + (conductances moved by
-# more than PCG_CHANGE from the factorized ones) / PCG_PER_ITERATION (grid10k, steps 6-7: 4 and 47
-# moved, 7 and 16-17 iterations; 801 at step 5, 25), to the residual share PCG_RTOL (the step is then
-# as exact as a factorization's: flows balance to rounding of the throughput)
+# should need fewer iterations than cost a factorization: about PCG_BASE + sqrt(conductances moved
+# by more than PCG_CHANGE from the factorized ones) (grid10k, from the factorization 1-3 steps
+# back: 4, 48, 824, 4763 moved -> 7, 16, 27-31, 70-73 iterations), to the residual share PCG_RTOL
+# (the step is then as exact as a factorization's: flows balance to rounding of the throughput)
 PCG_CHANGE = 0.1
-PCG_BASE = 8
-PCG_PER_ITERATION = 4
+PCG_BASE = 10
 PCG_RTOL = 1e-10
 # Colebrook's flat low-flow stretch (see ``kernels.gas.settle_reversals``) ends near Re 3
 RE_PLATEAU = 3.0
@@ -333,7 +332,7 @@ class GasSolver:
             pcg = 0
             if not chord and pinned in self._factored_w:
                 budget = system.pcg_budget()
-                need = PCG_BASE + gk.count_changed(P, self._factored_w[pinned], PCG_CHANGE) / PCG_PER_ITERATION
+                need = PCG_BASE + np.sqrt(gk.count_changed(P, self._factored_w[pinned], PCG_CHANGE))
                 pcg = budget if need <= budget else 0
             try:
                 pi_new[rows], refactored = self._linear_step(system, pinned, P, rhs[rows], (p * p)[rows], chord, pcg)

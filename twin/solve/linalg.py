@@ -29,9 +29,9 @@ except Exception:  # pragma: no cover - depends on the machine
 
 SUPERNODAL_ROWS = 50_000
 NUMBA_ROWS = 5_000          # up to this many rows the compiled Cholesky is the default
-# conjugate gradients from an old factorization are worth trying while this share of a fresh
-# factorization's cost buys the iterations they need (the rest is the price of a failed try)
-PCG_SHARE_OF_FACTOR = 0.8
+# conjugate gradients from an old factorization are worth trying while the iterations they need
+# cost at most this share of a fresh factorization (the caller predicts how many they need)
+PCG_SHARE_OF_FACTOR = 1.0
 
 
 class LaplacianSystem:
@@ -206,8 +206,8 @@ class LaplacianSystem:
             return int(PCG_SHARE_OF_FACTOR * self._pcg_budget) if self._factored else 0
         if self.backend != "cholmod" or self._numeric is None or not np.isfinite(self._t_factor + self._t_solve):
             return 0
-        # an iteration: a solve, a matrix product and a few vector operations (~1.2 solves)
-        return int(PCG_SHARE_OF_FACTOR * self._t_factor / (1.2 * self._t_solve))
+        # an iteration: a solve, a matrix product and a few vector operations (~1.4 solves)
+        return int(PCG_SHARE_OF_FACTOR * self._t_factor / (1.4 * self._t_solve))
 
     def solve_pcg(self, w: np.ndarray, diag_extra: np.ndarray, rhs: np.ndarray, x0: np.ndarray, rtol: float,
                   max_iter: int) -> tuple[np.ndarray | None, int]:
