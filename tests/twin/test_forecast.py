@@ -187,3 +187,12 @@ def test_hourly_series_average_ticks_and_learn_closed_hours():
     renamed = HourlySeries(["a", "c"])
     renamed.restore(snap)                                  # another zoning: starts afresh
     assert not renamed.forecasters["a"].ready
+
+
+def test_the_module_docstring_example_runs():
+    import doctest
+
+    import pipetwin.twin.forecast as module
+
+    result = doctest.testmod(module)
+    assert result.attempted >= 3 and result.failed == 0
