@@ -228,3 +228,39 @@ def test_scenario_through_balance_to_alerts(tmp_path, network):
     assert ("meter_stopped", "M-5") in opened and ("meter_theft", "M-8") in opened
     assert {subject for _kind, subject in opened} <= {"M-5", "M-8"}, opened
     assert opened[("meter_stopped", "M-5")] - 36 <= 8        # six zero hours + the meters' lateness
+
+
+def test_bytewax_flow_carries_meter_hours_to_the_detector(network):
+    """The real flow under bytewax: a pressure point every minute and the meters' hourly reads;
+    the balance step lends each closed hour to ``MeterEnd``, a meter reading zero opens its alert,
+    and no state leaves the flow with the per-meter reads on it."""
+    from bytewax.testing import TestingSink, TestingSource, run_main
+
+    from pipetwin.flows.flow import FlowConfig, FlowSinks, build_flow
+
+    model, points = network
+    meter_rows = [i for i, p in enumerate(points.protocol) if p == "meter"]
+    ids = [points.ids[r] for r in meter_rows]
+    per_hour = model.base_demand()[points.element_index[meter_rows]] * 3600.0
+    t0 = 1_768_435_200 * 10**9                       # 2026-01-15 00:00 UTC
+    rng = np.random.default_rng(1)
+    batches = []
+    for minute in range(1, 3 * 60 + 10):
+        ts = t0 + minute * 60 * 10**9
+        batches.append(readings_batch(["PT-street"], np.array([ts]), np.array([101325.0 + 2000.0]), 0, "scada"))
+        if minute % 60 == 0:
+            reads = per_hour * rng.lognormal(0.0, 0.05, len(ids))
+            reads[ids.index("M-5")] = 0.0
+            batches.append(readings_batch(ids, np.full(len(ids), ts), reads, 0, "meters"))
+    latest = t0 + (3 * 60 + 9) * 60 * 10**9
+    states, alerts = [], []
+    detectors = lambda: [MeterEnd.for_points(model, points, warmup_h=0, stopped_hours=2, min_class=3)]  # noqa: E731
+    flow = build_flow(TestingSource(batches), model, points, FlowSinks(states=[TestingSink(states)],
+                                                                       alerts=[TestingSink(alerts)]),
+                      lambda: latest, detectors,
+                      FlowConfig("street", tick_s=60.0, lateness_s=1.0, max_age_s=120.0, meter_lateness_s=60.0))
+    run_main(flow)
+    assert states and all(METER_HOURS not in s.figures for s in states)
+    assert max(s.figures.get("balance_meters_reporting", 0) for s in states) == HOUSES
+    opened = {(a.kind, a.subject) for a in alerts if a.status == "open"}
+    assert ("meter_stopped", "M-5") in opened and {subject for _kind, subject in opened} == {"M-5"}, opened
