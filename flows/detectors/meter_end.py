@@ -38,14 +38,22 @@ SEVERITY = {"stopped": "warning", "theft": "warning", "leak": "major", "change":
 MODEL = "MeterEndModel (class-normalized hourly reads: zero run, EW ratio to class + robust z, CUSUM on log level, night minimum excess)"
 
 
-def meter_classes(model: NetworkModel, points: PointTable, n_bands: int = 4) -> np.ndarray:
+def meter_classes(model: NetworkModel, points: PointTable, n_bands: int = 4, n_zones: int = 1) -> np.ndarray:
     """Peer classes: the meters' base-demand bands (quantiles), so a small flat is compared with
-    small flats and a large house with large houses."""
+    small flats and a large house with large houses; with ``n_zones`` > 1 also by district (the
+    twin's compact zones, ``make_zones``), so a class shares its weather region too."""
     rows = np.flatnonzero(np.array(points.protocol) == "meter")
-    base = model.base_demand()[points.element_index[rows]]
+    nodes = points.element_index[rows]
+    base = model.base_demand()[nodes]
     if len(base) < 2 * n_bands:
         return np.zeros(len(base), np.int64)
-    return np.digitize(base, np.quantile(base, np.linspace(0, 1, n_bands + 1)[1:-1])).astype(np.int64)
+    bands = np.digitize(base, np.quantile(base, np.linspace(0, 1, n_bands + 1)[1:-1])).astype(np.int64)
+    if n_zones <= 1:
+        return bands
+    from pipetwin.twin.estimate.demand import make_zones
+
+    zones = np.maximum(make_zones(model, n_zones)[nodes], 0)
+    return zones * n_bands + bands
 
 
 class MeterEnd(TickDetector):
@@ -61,10 +69,12 @@ class MeterEnd(TickDetector):
         self._findings: list[Finding] = []
 
     @classmethod
-    def for_points(cls, model: NetworkModel, points: PointTable, **options) -> MeterEnd:
+    def for_points(cls, model: NetworkModel, points: PointTable, *, n_bands: int = 4, n_zones: int = 1,
+                   **options) -> MeterEnd:
         rows = np.flatnonzero(np.array(points.protocol) == "meter")
         base_kg_s = np.maximum(model.base_demand()[points.element_index[rows]], 0.0)
-        return cls([points.ids[r] for r in rows], base_kg_s * 3600.0, meter_classes(model, points), **options)
+        return cls([points.ids[r] for r in rows], base_kg_s * 3600.0, meter_classes(model, points, n_bands, n_zones),
+                   **options)
 
     @classmethod
     def _unit_test_params(cls) -> dict:
