@@ -1,9 +1,10 @@
 """The field simulator's physics and measurements: a "real" network that changes over time.
 
 Each step it sets consumer demands from a daily profile with per-customer noise, applies the
-scenario's events (leaks, valve closures, regulators failing, sensor faults), solves the network,
-and reads every SCADA point the way a field instrument would (true value + noise + its fault) and
-every smart meter the way a head-end would (the volume through the meter over each interval).
+scenario's events (leaks, valve closures, regulators failing, sensor faults, meter-end faults),
+solves the network, and reads every SCADA point the way a field instrument would (true value +
+noise + its fault) and every smart meter the way a head-end would (the volume through the meter
+over each interval, as much of it as the meter registers).
 It does no I/O: ``connectors/simulator_run.py`` serves these values from real OPC-UA and Modbus
 servers and writes the meter files.
 
