@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from pipetwin.dashboards import tiles as tiles_module
-from pipetwin.dashboards.tiles import (WORLD_M, Tiles, TilesError, check_crs, crs_code, place, resolve_crs,
-                                       tile_layer, to_lonlat, web_mercator)
+from pipetwin.dashboards.tiles import (WORLD_M, Tiles, TilesError, check_crs, crs_code, resolve_crs, tile_layer,
+                                       to_lonlat, web_mercator)
 
 # --------------------------------------------------------------------------- an independent reference
 # EPSG Guidance Note 7-2 (IOGP Publication 373-7-2), section 3.5.3.1: Transverse Mercator, the JHS
