@@ -68,27 +68,26 @@ def colebrook(re, rel_rough, guess):
         g = x + TWO_OVER_LN10 * math.log(arg)     # log, not log10: libm's log is ~30% faster
         u = a / (arg * LN10)
         dg = 1.0 + 2.0 * u
-        newton = g / dg
-        # Halley's correction: g'' = -2 ln10 u^2; far from the root (a large correction) Newton
-        denom = 1.0 + newton * LN10 * u * u / dg
-        dx = newton / denom if denom > 0.5 else newton
+        # Halley: dx = 2 g g' / (2 g'^2 - g g''), g'' = -2 ln10 u^2; far from the root (the
+        # correction would more than double Newton's) Newton's g / g'
+        den = dg * dg + LN10 * u * u * g
+        dx = g * dg / den if den > 0.5 * dg * dg else g / dg
         xn = x - dx
         if xn <= 0.0:
             xn = 0.5 * x
         # the error left after a Halley step dx is about |dx|^3 / x^2 (|g''/g'| <= ln10 u^2 < 1/x^2,
         # a x < arg), so after a step of 2e-6 |x| it is below 1e-17 |x|: machine precision without
-        # one more log10 to confirm it (Newton, second order, needed steps of 1e-7: one more log)
+        # one more log to confirm it (Newton, second order, needed steps of 1e-7: one more log)
         if abs(xn - x) <= 2e-6 * abs(xn):
             x = xn
             break
         x = xn
     lam = 1.0 / (x * x)
-    # implicit derivative: g(x, Re) = 0 -> dx/dRe = -(dg/dRe)/(dg/dx); dg/dRe = 2/(ln10 arg) * (-2.51 x / Re^2)
+    # implicit derivative: g(x, Re) = 0 -> dx/dRe = -(dg/dRe)/(dg/dx), with v = 2 / (ln10 arg):
+    # dg/dx = 1 + a v, dg/dRe = -v a x / Re (a = 2.51 / Re); dlambda/dRe = -2 lambda / x dx/dRe
     arg = a * x + b
-    dg_dx = 1.0 + 2.0 * a / (arg * LN10)
-    dg_dre = 2.0 / (arg * LN10) * (-2.51 * x / (re * re))
-    dx_dre = -dg_dre / dg_dx
-    dlam_dre = -2.0 / (x * x * x) * dx_dre
+    v = TWO_OVER_LN10 / arg
+    dlam_dre = -2.0 * lam * v * a / (re * (1.0 + a * v))
     return lam, dlam_dre
 
 
@@ -172,9 +171,13 @@ def mean_pressure(p1, p2):
 def pipe_term(m, p1, p2, dz_m, d, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n, p_n, t_n, t_k, g,
               z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, lam_guess):
     """One pipe's (phi, dphi/dm, friction factor for the next call's guess): see ``pipe_terms``."""
+    inv_d = 1.0 / d
     area = 0.25 * math.pi * d * d
+    inv_area = (4.0 / math.pi) * inv_d * inv_d
+    re_per_kg_s = (4.0 / (math.pi * eta)) * inv_d     # Re per unit |m|: D / (eta A)
+    l_d = l_m * inv_d
     ma = abs(m)
-    re = ma * d / (eta * area)
+    re = ma * re_per_kg_s
     lam_out = lam_guess
     if laminar_switch and re <= RE_LAMINAR:
         # Hagen-Poiseuille: lambda m|m| = 64 (eta A / D) m, linear, no division by Re
@@ -193,19 +196,19 @@ def pipe_term(m, p1, p2, dz_m, d, l_m, k_m, zeta, law, laminar_switch, efficienc
         lin = 0.0
         lam, dlam_dre = friction_factor(law, re, d, k_m, laminar_switch, lam_guess)
         lam_out = lam
-    eff = efficiency
-    lam = lam / (eff * eff)
-    dlam_dre = dlam_dre / (eff * eff)
+    inv_eff2 = 1.0 / (efficiency * efficiency)
+    lam = lam * inv_eff2
+    dlam_dre = dlam_dre * inv_eff2
     pm = mean_pressure(p1, p2)
     z_m, _ = compressibility(z_model, pm, z_const, z_offset, z_slope, ppc, tpc, t_k)
     z1, _ = compressibility(z_model, p1, z_const, z_offset, z_slope, ppc, tpc, t_k)
     z2, _ = compressibility(z_model, p2, z_const, z_offset, z_slope, ppc, tpc, t_k)
     rho_m = 0.5 * rho_n * t_n / (p_n * t_k) * (p1 / z1 + p2 / z2)
-    c = p_n * t_k * z_m / (t_n * rho_n * area * area)
-    f = lam * l_m / d + zeta
-    df_dm = dlam_dre * (d / (eta * area)) * l_m / d     # d f / d|m|
-    phi = c * (f * m * ma + lin * l_m / d * m) - rho_m * g * dz_m * (p1 + p2)
-    der = c * (2.0 * f * ma + df_dm * ma * ma + lin * l_m / d)
+    c = (p_n * t_k / (t_n * rho_n)) * z_m * inv_area * inv_area
+    f = lam * l_d + zeta
+    df_dm = dlam_dre * re_per_kg_s * l_d     # d f / d|m|
+    phi = c * (f * m * ma + lin * l_d * m) - rho_m * g * dz_m * (p1 + p2)
+    der = c * (2.0 * f * ma + df_dm * ma * ma + lin * l_d)
     if der < min_dphi:
         der = min_dphi
     return phi, der, lam_out
