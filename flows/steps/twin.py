@@ -41,10 +41,12 @@ FORECAST_HOURS = 24
 
 def _round(values: np.ndarray, digits: int = 4) -> list:
     """Values to ``digits`` significant digits as plain floats (NaN: None), so the summary stays small."""
-    out = []
-    for v in np.asarray(values, float).ravel():
-        out.append(None if not np.isfinite(v) else float(f"{v:.{digits}g}"))
-    return out
+    v = np.asarray(values, float).ravel()
+    out = v.copy()
+    nz = np.isfinite(v) & (v != 0)
+    scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(v[nz]))))
+    out[nz] = np.round(v[nz] * scale) / scale
+    return [float(x) if np.isfinite(x) else None for x in out]
 
 
 class TwinUpdater:
@@ -82,6 +84,7 @@ class TwinUpdater:
         self.hourly = HourlySeries(names) if forecast else None
         self.ahead: np.ndarray | None = None       # (series, FORECAST_HOURS) from ``ahead_hour_ns``
         self.ahead_hour_ns: int | None = None
+        self.ahead_figures: dict[str, list] = {}
         self.last_ts_ns: int | None = None
 
     def measurements(self, tick: Tick) -> tuple[Measurements, np.ndarray]:
@@ -104,6 +107,8 @@ class TwinUpdater:
         if self.ahead is None or self.ahead_hour_ns != hour:
             self.ahead = self.hourly.forecast(hour, FORECAST_HOURS)
             self.ahead_hour_ns = hour
+            # what the states carry, rounded once per forecast (3 digits: 0.1 %, below its error)
+            self.ahead_figures = {n: _round(row, 3) for n, row in zip(self.hourly.names, self.ahead)}
         return self.ahead
 
     def prior_centre(self, ts_ns: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -193,7 +198,7 @@ class TwinUpdater:
         if expected is not None:
             out["forecast_multipliers"] = _round(expected)
         out["forecast_hour_ns"] = int(self.ahead_hour_ns)
-        out["forecast_kg_s"] = {n: _round(row, 3) for n, row in zip(self.hourly.names, ahead)}   # 0.1 %: below its error
+        out["forecast_kg_s"] = self.ahead_figures
         return out
 
     def snapshot(self) -> dict:
