@@ -20,6 +20,10 @@ from pipetwin.connectors.points import PointTable
 from pipetwin.twin.model import NetworkModel
 
 
+class StartupError(RuntimeError):
+    """A part of the main job (simulator, wall) did not come up; the CLI says so in one line."""
+
+
 @dataclass
 class RunOptions:
     duration_s: float | None = None        # None: until Ctrl-C
@@ -139,7 +143,7 @@ class SimulatorThread:
     def start(self, timeout_s: float = 30.0) -> list[str]:
         self._thread.start()
         if not self.ready.wait(timeout_s) or self.error is not None:
-            raise RuntimeError(f"the field simulator did not start: {self.error!r}")
+            raise StartupError(f"the field simulator did not start: {self.error!r}")
         return self.said
 
     def stop(self) -> None:
@@ -179,7 +183,7 @@ class DashboardProcess:
         threading.Thread(target=read, daemon=True).start()
         if not ready.wait(timeout_s) or not self.url.startswith("http"):
             self.stop()
-            raise RuntimeError("the dashboard did not start (run `pipetwin dashboard --redis-url ...` to see why)")
+            raise StartupError("the dashboard did not start (its own message is above; `pipetwin dashboard --help`)")
         return self.url
 
     def stop(self) -> None:

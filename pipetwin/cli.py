@@ -180,7 +180,7 @@ def _start_time(text: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipetwin.flows.run import RunOptions, run
+    from pipetwin.flows.run import RunOptions, StartupError, run
 
     model, points = load_site(args)
     if model is None:
@@ -198,7 +198,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    summary = run(model, points, options)
+    try:
+        summary = run(model, points, options)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for key in ("ts_ns", "converged", "sensors_reporting", "min_pressure_pa", "inflow_kg_s", "chi2", "solve_ms",
                 "kafka_errors"):
         if key in summary:
