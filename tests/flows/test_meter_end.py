@@ -264,3 +264,17 @@ def test_bytewax_flow_carries_meter_hours_to_the_detector(network):
     assert max(s.figures.get("balance_meters_reporting", 0) for s in states) == HOUSES
     opened = {(a.kind, a.subject) for a in alerts if a.status == "open"}
     assert ("meter_stopped", "M-5") in opened and {subject for _kind, subject in opened} == {"M-5"}, opened
+
+
+@pytest.mark.slow
+def test_bench_prints_its_figures(capsys):
+    """``pipetwin bench meters`` on a short run: every case and the false-alarm rate come out as
+    key=value lines, and a stopped meter is found."""
+    from pipetwin.bench.meters import main
+
+    assert main(["--days", "3.5", "--step-s", "900", "--per-case", "2", "--runs", "1", "--no-scale"]) == 0
+    lines = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines() if "=" in line)
+    for case in ("leak", "change", "theft", "stopped", "leak_preexisting"):
+        assert f"{case}_detected" in lines and f"{case}_delay_h_median" in lines
+    assert lines["stopped_detected"] == "2/2"
+    assert float(lines["false_alarms_per_1000_meter_days"]) < 1.0
