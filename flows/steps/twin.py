@@ -112,10 +112,10 @@ class TwinUpdater:
         return self.ahead
 
     def prior_centre(self, ts_ns: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The multipliers' prior for this tick: the last tick's, relaxed towards the current
-        hour's forecast by 1 - exp(-dt / ``forecast_tau_s``) (an Ornstein-Uhlenbeck prior around the
-        forecast: at 1 s ticks, 0.1 % a tick);
-        and the forecast multipliers themselves (None before the forecast is ready)."""
+        """The multipliers' prior for this tick, the last tick's relaxed towards the current hour's
+        forecast by 1 - exp(-dt / ``forecast_tau_s``) (an Ornstein-Uhlenbeck prior around the
+        forecast: 0.1 % a tick at 1 s ticks), and the forecast multipliers themselves (None before
+        the forecast is ready)."""
         ahead = self.forecast_now(ts_ns)
         if ahead is None or self.n_zones == 0:
             return self.theta, None
