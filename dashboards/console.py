@@ -38,6 +38,12 @@ def alert_list(ctx: WallContext, history: bool) -> list[dict]:
     return list(latest.values())
 
 
+# the kinds the flow's detectors raise (the alert contract; tests/dashboards/test_wall.py checks
+# this list against flows/detectors, which the wall may not import)
+ALERT_KINDS = ("leak", "anomaly", "pressure_limit", "supply", "data_quality", "balance",
+               "meter_leak", "meter_theft", "meter_stopped", "meter_usage_change")
+
+
 def layout(ctx: WallContext, search: str) -> html.Div:
     chosen = parse_qs((search or "").lstrip("?")).get("id", [None])[0]
     select = lambda i, name, options: dcc.Dropdown(id=i, options=options, multi=True, placeholder=name,  # noqa: E731
@@ -46,7 +52,7 @@ def layout(ctx: WallContext, search: str) -> html.Div:
         html.Div(className="filters", children=[
             select("f-status", "status", ["open", "acknowledged", "cleared"]),
             select("f-severity", "severity", list(SEVERITY_COLOURS)),
-            select("f-kind", "kind", ["leak", "anomaly", "pressure_limit", "data_quality", "balance", "residual"]),
+            select("f-kind", "kind", list(ALERT_KINDS)),
             dcc.Checklist(id="f-history", options=[{"label": " history (cleared too)", "value": "all"}], value=[],
                           inline=True),
         ]),

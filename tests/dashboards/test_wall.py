@@ -131,3 +131,19 @@ def test_quality_counts_completeness_and_quarantine(ctx):
     assert by_point["PT-002"]["received"] < by_point["PT-001"]["received"]    # the dropout
     assert sum(r["quarantined"] for r in rows) >= 1                          # the out-of-range reading
     assert "points" in text
+
+
+def test_alert_console_filters_offer_every_kind_the_detectors_raise():
+    """The console's kind filter lists what flows/detectors can raise (read from their source, as
+    the wall may not import the flow)."""
+    import re
+    from pathlib import Path
+
+    from pipetwin.dashboards.console import ALERT_KINDS
+
+    root = Path(__file__).resolve().parents[2] / "flows" / "detectors"
+    text = "\n".join(p.read_text() for p in root.glob("*.py"))
+    raised = set(re.findall(r'Finding\(\s*"([a-z_]+)"', text))
+    from pipetwin.flows.detectors.meter_end import KIND     # meter-end kinds come from a table
+    raised |= set(KIND.values())
+    assert raised and raised <= set(ALERT_KINDS), sorted(raised - set(ALERT_KINDS))
