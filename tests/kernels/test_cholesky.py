@@ -111,3 +111,13 @@ def test_pcg_budget_is_zero_where_factorizing_costs_a_solve():
     system = LaplacianSystem(n, i, j, backend="numba")
     system.solve(w, np.zeros(n), np.ones(n))
     assert system.pcg_budget() >= 10
+    # CHOLMOD's L counted on its own order: flop counts, the same on every call (no clock)
+    pytest.importorskip("sksparse")
+    system = LaplacianSystem(n, i, j, backend="cholmod")
+    assert system.pcg_budget() == 0
+    system.solve(w, np.zeros(n), np.ones(n))
+    assert system.pcg_budget() >= 10 and system.pcg_budget() == system.pcg_budget()
+    path = LaplacianSystem(n, np.arange(n, dtype=np.int64), np.append(np.arange(1, n), -1).astype(np.int64),
+                           backend="cholmod")
+    path.solve(np.ones(n), np.zeros(n), np.ones(n))
+    assert path.pcg_budget() <= 2

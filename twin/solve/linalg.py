@@ -11,8 +11,6 @@ a simplicial one. "splu": SciPy's SuperLU, which redoes the analysis each time.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -32,6 +30,15 @@ NUMBA_ROWS = 5_000          # up to this many rows the compiled Cholesky is the 
 # conjugate gradients from an old factorization are worth trying while the iterations they need
 # cost at most this share of a fresh factorization (the caller predicts how many they need)
 PCG_SHARE_OF_FACTOR = 1.0
+
+
+def _cg_iterations_per_factorization(n: int, lp: np.ndarray, nnz_matrix: int) -> float:
+    """A factorization costs about the sum of L's squared column counts; a preconditioned CG
+    iteration two passes over L, one over the matrix and a few vectors. (grid10k: 23; CHOLMOD's
+    clock says 30-40 there, its solves carry more overhead per flop than its factorization.)"""
+    counts = np.diff(lp).astype(np.float64)
+    per_iteration = 2.0 * float(lp[n]) + 2.0 * nnz_matrix + 6.0 * n
+    return float(counts @ counts) / max(per_iteration, 1.0)
 
 
 class LaplacianSystem:
@@ -58,11 +65,7 @@ class LaplacianSystem:
         self._factor = None
         self._numeric = None     # solve with the last numeric factorization
         self._given_order = order   # a fill-reducing order the caller knows (e.g. a tree's, leaves first)
-        # CHOLMOD: the shortest wall time seen of a numeric factorization and of a solve with it, s
-        # (the shortest: a busy machine only ever adds to them)
-        self._t_factor = np.inf
-        self._t_solve = np.inf
-        self._pcg_budget = 0       # numba: CG iterations that cost what a factorization does
+        self._cg_per_factor = None  # CG iterations that cost what a factorization does (flop counts)
         if backend == "numba":
             self._build_numba(self._link_i, self._link_j)
         else:
@@ -134,11 +137,7 @@ class LaplacianSystem:
         sw = np.empty(max(n, 1), np.int64)
         mark = np.zeros(n, np.bool_)
         nnz_l = chol_symbolic(n, self.cp, self.ci, parent, self.lp, sw, mark)
-        # a factorization costs ~ sum of squared column counts of L; a CG iteration two passes over
-        # L, one over the matrix and a few vectors
-        counts = np.diff(self.lp).astype(np.float64)
-        per_iteration = 2.0 * nnz_l + 2.0 * len(self.ci) + 6.0 * n
-        self._pcg_budget = int(float(counts @ counts) / max(per_iteration, 1.0))
+        self._cg_per_factor = _cg_iterations_per_factorization(n, self.lp, len(self.ci))
         self.rp, self.rj = chol_row_patterns(n, self.cp, self.ci, parent, self.lp, sw, mark)
         self.cx = np.zeros(len(self.ci))
         self.li = np.empty(nnz_l, np.int64)
@@ -175,7 +174,7 @@ class LaplacianSystem:
         if not refactor and self._numeric is not None:
             if x0 is None:
                 raise ValueError("a solve with an old factorization needs x0")
-            return x0 + self._timed_solve(rhs - m @ x0)
+            return x0 + self._numeric(rhs - m @ x0)
         if x0 is not None:
             return x0 + self._factor_solve(m, rhs - m @ x0)
         return self._factor_solve(m, rhs)
@@ -200,14 +199,26 @@ class LaplacianSystem:
 
     def pcg_budget(self) -> int:
         """How many iterations of ``solve_pcg`` cost ``PCG_SHARE_OF_FACTOR`` of a fresh factorization
-        (0 before the first one): where factorizing is as cheap as a solve (a tree's fill-free
-        order) it is 0 and CG is never tried."""
+        (0 before the first one), from flop counts, not clocks (a busy machine would make the choice
+        a lottery): where factorizing is as cheap as a solve (a tree's fill-free order) it is 0 and
+        CG is never tried. CHOLMOD's L is counted once, by the compiled symbolic pass on CHOLMOD's
+        own order."""
         if self.backend == "numba":
-            return int(PCG_SHARE_OF_FACTOR * self._pcg_budget) if self._factored else 0
-        if self.backend != "cholmod" or self._numeric is None or not np.isfinite(self._t_factor + self._t_solve):
+            return int(PCG_SHARE_OF_FACTOR * self._cg_per_factor) if self._factored else 0
+        if self.backend != "cholmod" or self._numeric is None:
             return 0
-        # an iteration: a solve, a matrix product and a few vector operations (~1.4 solves)
-        return int(PCG_SHARE_OF_FACTOR * self._t_factor / (1.4 * self._t_solve))
+        if self._cg_per_factor is None:
+            n = self.n
+            pinv = np.empty(n, np.int64)
+            pinv[np.asarray(self._factor.P(), np.int64)] = np.arange(n)
+            row = np.append(np.arange(n, dtype=np.int64), -1)
+            a = np.where(self._link_i >= 0, self._link_i, n)
+            b = np.where(self._link_j >= 0, self._link_j, n)
+            cp, ci = gga_matrix_pattern(a, b, row, np.zeros(len(a), np.bool_), pinv, n)[:2]
+            lp = np.empty(n + 1, np.int64)
+            chol_symbolic(n, cp, ci, np.empty(n, np.int64), lp, np.empty(max(n, 1), np.int64), np.zeros(n, np.bool_))
+            self._cg_per_factor = _cg_iterations_per_factorization(n, lp, len(ci))
+        return int(PCG_SHARE_OF_FACTOR * self._cg_per_factor)
 
     def solve_pcg(self, w: np.ndarray, diag_extra: np.ndarray, rhs: np.ndarray, x0: np.ndarray, rtol: float,
                   max_iter: int) -> tuple[np.ndarray | None, int]:
@@ -238,7 +249,7 @@ class LaplacianSystem:
         r0 = float(np.linalg.norm(r))
         if r0 == 0.0:
             return x, 0
-        z = self._timed_solve(r)
+        z = self._numeric(r)
         d = z.copy()
         rz = float(r @ z)
         for it in range(1, max_iter + 1):
@@ -251,18 +262,12 @@ class LaplacianSystem:
             r -= alpha * q
             if float(np.linalg.norm(r)) <= rtol * r0:
                 return x, it
-            z = self._timed_solve(r)
+            z = self._numeric(r)
             rz_new = float(r @ z)
             d *= rz_new / rz
             d += z
             rz = rz_new
         return None, max_iter
-
-    def _timed_solve(self, b: np.ndarray) -> np.ndarray:
-        t = time.perf_counter()
-        x = self._numeric(b)
-        self._t_solve = min(self._t_solve, time.perf_counter() - t)
-        return x
 
     def _factor_solve(self, m: sp.csc_matrix, rhs: np.ndarray) -> np.ndarray:
         if self.backend == "cholmod":
@@ -270,11 +275,9 @@ class LaplacianSystem:
                 # simplicial wins on pipe graphs up to tens of thousands of rows; beyond, let CHOLMOD
                 # pick by flops per nonzero (supernodal pays off on meshes with much fill)
                 self._factor = _cholmod_analyze(m, mode="auto" if self.n > SUPERNODAL_ROWS else "simplicial")
-            t = time.perf_counter()
             self._factor.cholesky_inplace(m)
-            self._t_factor = min(self._t_factor, time.perf_counter() - t)
             self._numeric = self._factor
-            return self._timed_solve(rhs)
+            return self._factor(rhs)
         from scipy.sparse.linalg import splu
 
         lu = splu(m, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
