@@ -24,6 +24,7 @@ from pipetwin.flows.steps.align import AlignLogic, TickAligner
 from pipetwin.flows.steps.balance import METER_HOURS, BalanceLogic, ZoneBalance
 from pipetwin.flows.steps.gate import ACCEPTED, QUARANTINED, GateLogic
 from pipetwin.flows.steps.twin import TwinLogic, TwinUpdater
+from pipetwin.twin.estimate.demand import make_zones
 from pipetwin.twin.model import NetworkModel
 
 
@@ -98,7 +99,8 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
     tagged = op.merge("states_and_meters", op.map_value("tag_state", states, lambda st: ("state", st)),
                       op.map_value("tag_meters", meters, lambda b: ("meters", b)))
     balanced = op.stateful("balance", tagged, lambda resume: BalanceLogic(
-        ZoneBalance(model, points, meter_lateness_s=config.meter_lateness_s), config.tick_s, resume))
+        ZoneBalance(model, points, meter_lateness_s=config.meter_lateness_s, zones=make_zones(model, config.n_zones)),
+        config.tick_s, resume))
     # (network, ("state", TwinState) | ("alert", Alert))
     detected = op.stateful("detect", balanced, lambda resume: DetectLogic(detectors(), AlertBook(network), resume))
     split_out = op.branch("state_or_alert", detected, lambda kv: kv[1][0] == "state")

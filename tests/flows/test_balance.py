@@ -57,3 +57,30 @@ def test_hourly_ufg(network):
     s.figures.update(figures)
     findings = UnaccountedGas(pct=5.0).score_one(s)
     assert len(findings) == 1 and findings[0].kind == "balance" and findings[0].severity == "warning"
+
+
+def test_ufg_per_zone_points_at_the_zone_that_took_more_than_its_meters(network):
+    """The twin says zone 2 took 20 % more than its houses' meters read (a leak it had to explain
+    there); the other zones balance. The zones' UFG sums to the network's."""
+    from pipetwin.twin.estimate.demand import make_zones
+
+    model, points = network
+    zones = make_zones(model, 4)
+    bal = ZoneBalance(model, points, meter_lateness_s=600, zones=zones)
+    n = len(bal.meter_rows)
+    house = 0.09 / n
+    leak_zone_meters = bal.meter_zones == 2
+    t0 = 10 * HOUR_NS
+    for k in range(1, 361):
+        s = state(model, points, bal, t0 + k * 10_000_000_000, 0.0, house)
+        s.node_demand[bal.meter_nodes[leak_zone_meters]] *= 1.2       # the twin's estimate in zone 2
+        s.sensor_measured[:] = np.nan                                 # no gate figure needed here
+        bal.add_state(s, 10.0)
+    ids = [points.ids[r] for r in bal.meter_rows]
+    bal.add_meters(readings_batch(ids, np.full(n, t0 + HOUR_NS), np.full(n, house * 3600), 0, "meters"))
+    figures = bal.close(t0 + HOUR_NS + 601 * 10**9)
+    ufg = np.array(figures["zone_ufg_kg"])
+    expected_2 = 0.2 * house * 3600 * leak_zone_meters.sum()
+    assert ufg[2] == pytest.approx(expected_2, rel=1e-6) and expected_2 > 1.0
+    assert np.abs(np.delete(ufg, 2)).max() < 1e-6 * expected_2
+    assert figures["zone_ufg_pct"][2] == pytest.approx(100 * 0.2 / 1.2, rel=1e-6)
