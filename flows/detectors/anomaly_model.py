@@ -15,11 +15,16 @@ gas or water stream swings every day and every week. So the model
    unusual the recent surprise is against the long-run distribution of surprises), on its log scale,
    so the score means the same on a noisy stream and a quiet one and one threshold serves every
    sensor; a value beyond the range seen so far (by ``spatial`` = 2 % of it) scores 1 at once, as
-   Numenta's detector does. Nothing is scored before ``warmup`` points and (if set) ``warmup_s`` seconds
+   Numenta's detector does. The same holds in the space of surprises: a point whose level surprise
+   (|x - level| / its usual error, the plainest model) beats every earlier one by ``record`` (50 %), once
+   ``record_after`` points have set the record, scores 1: a jump inside the range seen so far can still be
+   the largest deviation the stream has ever made (an early transient no longer hides it behind the range).
+   Nothing is scored before ``warmup`` points and (if set) ``warmup_s`` seconds
    of data: the live flow's measured streams wait for two daily cycles, NAB's files for 150 points;
 4. reports a cluster of surprises once: an alarm (score >= ``alarm``) holds later likelihood scores
    below ``alarm`` for ``refractory`` points, because an operator (and NAB) wants the first alarm, not
-   repeats of it. A new extreme still gets through once (it is news), then has its own refractory period.
+   repeats of it. A new extreme (or a record surprise) still gets through once (it is news), then has its
+   own refractory period.
 
 The defaults were chosen on the whole NAB corpus (one parameter set for every file; ``pipetwin bench
 nab``) and checked on synthetic demand-like signals (tests/test_anomaly_detector.py).
@@ -57,13 +62,14 @@ class SeasonalAnomaly:
                  slot_alpha: float = 0.15, slot_min_visits: int = 2, periods: tuple[float, ...] = (DAY_S, WEEK_S),
                  window: int = 20, hist_alpha: float = 0.0001, warmup: int = 150, refractory: int = 100,
                  spatial: float = 0.02, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
-                 spatial_z: float = 1.5, warmup_s: float = 0.0):
+                 spatial_z: float = 1.5, warmup_s: float = 0.0, record: float = 0.5, record_after: int = 300):
         self.level_alpha, self.err_alpha = level_alpha, err_alpha
         self.slot_s, self.slot_alpha, self.slot_min_visits = slot_s, slot_alpha, slot_min_visits
         self.periods = tuple(float(p) for p in periods)
         self.window, self.hist_alpha, self.warmup = window, hist_alpha, warmup
         self.refractory, self.spatial, self.z_max, self.alarm = refractory, spatial, z_max, alarm
         self.competent, self.spatial_z, self.warmup_s = competent, spatial_z, warmup_s
+        self.record, self.record_after = record, record_after
         self._n_knots = [max(2, int(round(p / slot_s))) for p in self.periods]
         self.restore(self._fresh())
 
@@ -73,13 +79,15 @@ class SeasonalAnomaly:
                 "last_knot": [-1] * len(self.periods), "err_profile": [0.0] * len(self.periods),
                 "recent": [0.0] * self.window, "recent_sum": 0.0, "hist_mean": 0.0, "hist_var": 0.0,
                 "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30, "since_extreme": 1 << 30,
-                "t_first": None, "t_last": None}
+                "t_first": None, "t_last": None, "z_record": 0.0, "since_record": 1 << 30}
 
     def snapshot(self) -> dict:
         return copy.deepcopy(self._s)
 
     def restore(self, snap: dict) -> None:
         self._s = copy.deepcopy(snap)
+        for key, value in self._fresh().items():      # a snapshot from before a key existed starts it afresh
+            self._s.setdefault(key, value)
         self._cache = None          # score_one's evaluation of a point, reused by learn_one on the same point
 
     # -- predictions -------------------------------------------------------------------------------------
@@ -147,21 +155,32 @@ class SeasonalAnomaly:
         tail = 0.5 * math.erfc((avg - s["hist_mean"]) / sd / _SQRT2)
         return min(1.0, math.log(1.0000000001 - (1.0 - tail)) / _LOG_EPS)
 
-    def _evaluate(self, x: float, ts: float | None) -> tuple[float, bool, float, list[float | None]]:
-        """(score, whether it is a new-extreme alarm, surprise, profile predictions) for x at ts."""
+    def _level_surprise(self, x: float) -> float:
+        """|x - level| / the level's usual error: the plainest model's surprise, for the record rule."""
+        s = self._s
+        if s["n"] <= 1:
+            return 0.0
+        return abs(x - s["level"]) / (s["err_level"] + 1e-9 * (abs(s["level"]) + 1.0))
+
+    def _evaluate(self, x: float, ts: float | None) -> tuple:
+        """(score, whether it is a new-extreme alarm, surprise, profile predictions, the level's surprise,
+        whether it is a record-surprise alarm) for x at ts."""
         s = self._s
         profiles = self._profiles(ts)
         z = self._surprise(x, profiles)
+        z_level = self._level_surprise(x)
         if not self.ready():
-            return 0.0, False, z, profiles
+            return 0.0, False, z, profiles, z_level, False
         score = self._likelihood(z)
         if s["since_alarm"] < self.refractory:
             score *= s["since_alarm"] / self.refractory * self.alarm
+        record = (self.record > 0.0 and s["n"] >= self.record_after and z_level >= self.spatial_z
+                  and z_level > s["z_record"] * (1.0 + self.record) and s["since_record"] >= self.refractory)
         span = s["hi"] - s["lo"]
         if (self.spatial and span > 0 and z >= self.spatial_z and s["since_extreme"] >= self.refractory
                 and (x > s["hi"] + self.spatial * span or x < s["lo"] - self.spatial * span)):
-            return 1.0, True, z, profiles      # a new extreme is news even after a likelihood alarm, but only once
-        return score, False, z, profiles
+            return 1.0, True, z, profiles, z_level, record      # a new extreme is news even after a likelihood alarm, but only once
+        return (1.0 if record else score), False, z, profiles, z_level, record
 
     def ready(self) -> bool:
         """Whether the model has learnt enough to speak: ``warmup`` points AND ``warmup_s`` seconds between the
@@ -189,11 +208,13 @@ class SeasonalAnomaly:
         if not math.isfinite(x):
             return
         c = self._cache
-        score, extreme, z, profiles = c[3] if (c is not None and c[0] == x and c[1] == ts and c[2] == s["n"]) \
-            else self._evaluate(x, ts)
+        score, extreme, z, profiles, z_level, record = c[3] if (c is not None and c[0] == x and c[1] == ts
+                                                                and c[2] == s["n"]) else self._evaluate(x, ts)
         self._cache = None
         s["since_alarm"] = 0 if (score >= self.alarm and s["since_alarm"] >= self.refractory) else s["since_alarm"] + 1
         s["since_extreme"] = 0 if extreme else s["since_extreme"] + 1
+        s["since_record"] = 0 if record else s["since_record"] + 1
+        s["z_record"] = max(s["z_record"], z_level)
         self._learn_surprise(z)
         self._learn_errors(x, profiles)
         if ts is not None:
