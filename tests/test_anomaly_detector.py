@@ -69,6 +69,23 @@ def test_a_cluster_of_surprises_is_reported_once():
     assert (s[at:at + 40] >= 0.5).sum() == 1
 
 
+def test_a_record_surprise_inside_the_range_scores_one():
+    """A loud start (noise x10 for 300 points) sets a range no later spike leaves; once the stream has quietened,
+    a 12-sigma spike inside that range is still the largest surprise the stream has made: the record rule flags
+    it where the likelihood alone stays low."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(0, 1, 3000)
+    x[:300] *= 10
+    at = 2500
+    x[at] += 12
+    assert x[:at].min() < x[at] < x[:at].max()
+    s = stream(SeasonalAnomaly(), [None] * len(x), x)
+    assert s[at] == 1.0
+    assert s[400:at].max() < 0.5
+    without = stream(SeasonalAnomaly(record=0.0), [None] * len(x), x)
+    assert without[at] < 0.5
+
+
 def test_snapshot_restore_gives_identical_scores():
     t, x = daily(5 * DAY, seed=4)
     x[4 * DAY + 10] += 25
@@ -80,6 +97,18 @@ def test_snapshot_restore_gives_identical_scores():
     assert first.shape == (3 * DAY,)
     np.testing.assert_array_equal(rest_a, rest_b)
     assert rest_a.max() >= 0.5
+
+
+def test_a_snapshot_from_before_the_record_rule_restores():
+    t, x = daily(3 * DAY, seed=5)
+    a = SeasonalAnomaly()
+    stream(a, t[:2 * DAY], x[:2 * DAY])
+    old = a.snapshot()
+    del old["z_record"], old["since_record"]
+    b = SeasonalAnomaly()
+    b.restore(old)
+    assert np.isfinite(stream(b, t[2 * DAY:], x[2 * DAY:])).all()
+    assert b.snapshot()["z_record"] > 0.0
 
 
 def test_missing_values_are_skipped_not_learnt():
