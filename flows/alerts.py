@@ -59,6 +59,9 @@ class AlertBook:
     def snapshot(self) -> dict:
         return {"open": {k: {**v, "alert": v["alert"].to_json()} for k, v in self.open.items()}}
 
+    def restore(self, snap: dict) -> None:
+        self.open = {tuple(k): {**v, "alert": Alert.from_json(v["alert"])} for k, v in snap["open"].items()}
+
 
 def merge_findings(findings: list[Finding]) -> list[Finding]:
     """One finding per (kind, subject) and tick: two detectors that see the same sensor fault (the
@@ -86,9 +89,6 @@ def merge_findings(findings: list[Finding]) -> list[Finding]:
                         list(f.candidates))
         out.append(f)
     return out
-
-    def restore(self, snap: dict) -> None:
-        self.open = {tuple(k): {**v, "alert": Alert.from_json(v["alert"])} for k, v in snap["open"].items()}
 
 
 class DetectLogic(StatefulLogic):
