@@ -71,9 +71,17 @@ def dead_stream(network: str) -> str:
 # ----------------------------------------------------------------------------- twin state
 
 
-def summary_json(state: TwinState) -> str:
+# figures only the latest summary needs: the next 24 h forecast changes once an hour, and
+# repeating it in every stream entry would triple the states stream (a day of 1 s ticks)
+LATEST_ONLY = ("forecast_kg_s",)
+
+
+def summary_json(state: TwinState, drop: tuple[str, ...] = ()) -> str:
     """The summary as strict JSON: NaN and infinities become null (browsers reject ``NaN``)."""
-    return json.dumps(_finite(state.summary()), separators=(",", ":"), default=_plain)
+    summary = state.summary()
+    for key in drop:
+        summary.pop(key, None)
+    return json.dumps(_finite(summary), separators=(",", ":"), default=_plain)
 
 
 def _finite(value):
@@ -101,10 +109,11 @@ def write_state(r: redis.Redis, state: TwinState, *, maxlen: int = STATES_MAXLEN
     (one MGET) therefore never see tables of two different ticks."""
     blobs = state.to_ipc()
     summary = summary_json(state)
+    entry = summary_json(state, LATEST_ONLY) if any(k in state.figures for k in LATEST_ONLY) else summary
     net = state.network
     pipe = r.pipeline(transaction=True)
     pipe.mset({**{state_key(net, t): blobs[t] for t in TABLES}, state_key(net, "summary"): summary})
-    pipe.xadd(redis_key(net, "states"), {"ts_ns": str(int(state.ts_ns)), "summary": summary},
+    pipe.xadd(redis_key(net, "states"), {"ts_ns": str(int(state.ts_ns)), "summary": entry},
               maxlen=maxlen, approximate=True)
     pipe.publish(redis_key(net, "updates"), str(int(state.ts_ns)))
     pipe.execute()

@@ -163,6 +163,19 @@ def test_state_summary_is_strict_json(r, network):
     assert "NaN" not in raw and json.loads(raw)["bad"] is None
 
 
+def test_next_day_forecast_is_in_the_latest_summary_only(r, network):
+    """The 24 h forecast changes hourly: the latest summary has it, the per-tick stream entries not."""
+    state = make_state(network, 1)
+    state.figures["forecast_kg_s"] = {"zone0": [0.1] * 24}
+    state.figures["zone_forecast_kg_s"] = [0.1]
+    write_state(r, state)
+    latest = json.loads(r.get(redis_key(network, "state:summary")))
+    (_, entry), = r.xrange(redis_key(network, "states"))
+    streamed = json.loads(entry[b"summary"])
+    assert latest["forecast_kg_s"] == {"zone0": [0.1] * 24} and "forecast_kg_s" not in streamed
+    assert streamed["zone_forecast_kg_s"] == [0.1]
+
+
 def test_states_stream_is_trimmed(r, network):
     for tick in range(300):
         write_state(r, make_state(network, tick, 2, 1, 1), maxlen=100)
