@@ -163,3 +163,35 @@ def laplacian_pcg(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci
     for j in range(n):
         out[perm[j]] = xp[j]
     return used
+
+
+@njit(cache=True)
+def cg_step(x, r, d, q, rz):
+    """One conjugate-gradient update given q = C d: x += alpha d, r -= alpha q with
+    alpha = rz / (d . q). Returns (|r|_2, False if d . q is not positive: C not positive definite
+    along d)."""
+    dq = 0.0
+    for j in range(d.shape[0]):
+        dq += d[j] * q[j]
+    if not dq > 0.0:
+        return 0.0, False
+    alpha = rz / dq
+    rr = 0.0
+    for j in range(d.shape[0]):
+        x[j] += alpha * d[j]
+        r[j] -= alpha * q[j]
+        rr += r[j] * r[j]
+    return np.sqrt(rr), True
+
+
+@njit(cache=True)
+def cg_direction(r, z, d, rz):
+    """d <- z + (r . z / rz) d, the next conjugate direction from the preconditioned residual z.
+    Returns r . z (the next rz)."""
+    rz_new = 0.0
+    for j in range(r.shape[0]):
+        rz_new += r[j] * z[j]
+    beta = rz_new / rz
+    for j in range(r.shape[0]):
+        d[j] = z[j] + beta * d[j]
+    return rz_new

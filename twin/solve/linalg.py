@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from pipetwin.kernels.assembly import csc_positions, laplacian_pcg, laplacian_step, scatter_laplacian
+from pipetwin.kernels.assembly import (cg_direction, cg_step, csc_positions, laplacian_pcg, laplacian_step,
+                                       scatter_laplacian)
 from pipetwin.kernels.cholesky import chol_row_patterns, chol_symbolic, gga_matrix_pattern
 
 try:  # optional accelerated backend
@@ -201,12 +202,16 @@ class LaplacianSystem:
         """How many iterations of ``solve_pcg`` cost ``PCG_SHARE_OF_FACTOR`` of a fresh factorization
         (0 before the first one), from flop counts, not clocks (a busy machine would make the choice
         a lottery): where factorizing is as cheap as a solve (a tree's fill-free order) it is 0 and
-        CG is never tried. CHOLMOD's L is counted once, by the compiled symbolic pass on CHOLMOD's
-        own order."""
+        CG is never tried. CHOLMOD's L is counted once: a simplicial one as it stands, a supernodal
+        one (which would have to be converted) by the compiled symbolic pass on CHOLMOD's order."""
         if self.backend == "numba":
             return int(PCG_SHARE_OF_FACTOR * self._cg_per_factor) if self._factored else 0
         if self.backend != "cholmod" or self._numeric is None:
             return 0
+        if self._cg_per_factor is None and self.n <= SUPERNODAL_ROWS:
+            # simplicial LDL': its L as it stands (a copy, a third of the symbolic pass's time)
+            lp = np.asarray(self._factor.LD().indptr, np.int64)
+            self._cg_per_factor = _cg_iterations_per_factorization(self.n, lp, len(self.indices) // 2)
         if self._cg_per_factor is None:
             n = self.n
             pinv = np.empty(n, np.int64)
@@ -245,28 +250,22 @@ class LaplacianSystem:
         self.assemble(w, diag_extra)
         m = self.matrix()
         x = np.array(x0, dtype=np.float64)
-        r = rhs - m @ x
+        r = np.ascontiguousarray(rhs - m @ x, dtype=np.float64)
         r0 = float(np.linalg.norm(r))
         if r0 == 0.0:
             return x, 0
         z = self._numeric(r)
-        d = z.copy()
+        d = np.array(z, dtype=np.float64)
         rz = float(r @ z)
         for it in range(1, max_iter + 1):
             q = m @ d
-            dq = float(d @ q)
-            if not dq > 0.0:
+            norm_r, ok = cg_step(x, r, d, q, rz)
+            if not ok:
                 break
-            alpha = rz / dq
-            x += alpha * d
-            r -= alpha * q
-            if float(np.linalg.norm(r)) <= rtol * r0:
+            if norm_r <= rtol * r0:
                 return x, it
             z = self._numeric(r)
-            rz_new = float(r @ z)
-            d *= rz_new / rz
-            d += z
-            rz = rz_new
+            rz = cg_direction(r, np.ascontiguousarray(z, dtype=np.float64), d, rz)
         return None, max_iter
 
     def _factor_solve(self, m: sp.csc_matrix, rhs: np.ndarray) -> np.ndarray:
