@@ -113,12 +113,23 @@ def alert_items(alerts: list[dict]) -> list:
 
 
 def zone_rows(summary: dict) -> html.Table:
+    """Per zone: the demand multiplier the twin estimates, the forecast's for this hour, and the
+    last closed hour's unaccounted-for gas (the twin's estimate of what the zone took less its
+    meters: docs/forecast.md, flows/steps/balance.py)."""
     mult = summary.get("zone_multipliers") or []
     expected = summary.get("forecast_multipliers") or []     # the current hour's forecast (docs/forecast.md)
-    head = html.Tr([html.Th("zone"), html.Th("demand × estimated"), html.Th("× expected")])
+    ufg_kg = summary.get("zone_ufg_kg") or []
+    ufg_pct = summary.get("zone_ufg_pct") or []
+
+    def cell(values: list, i: int, fmt: str) -> str:
+        return fmt.format(values[i]) if i < len(values) and values[i] is not None else "–"
+
+    head = html.Tr([html.Th("zone"), html.Th("demand × estimated"), html.Th("× expected"),
+                    html.Th("unaccounted (last hour)")])
     return html.Table(className="zones", children=[head] + [
-        html.Tr([html.Td(str(i)), html.Td(f"{m:.3f}"),
-                 html.Td(f"{expected[i]:.3f}" if i < len(expected) and expected[i] is not None else "–")])
+        html.Tr([html.Td(str(i)), html.Td(f"{m:.3f}"), html.Td(cell(expected, i, "{:.3f}")),
+                 html.Td(f"{cell(ufg_kg, i, '{:,.1f} kg')} · {cell(ufg_pct, i, '{:+.1f} %')}"
+                         if i < len(ufg_kg) else "–")])
         for i, m in enumerate(mult)])
 
 

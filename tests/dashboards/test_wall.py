@@ -147,3 +147,14 @@ def test_alert_console_filters_offer_every_kind_the_detectors_raise():
     from pipetwin.flows.detectors.meter_end import KIND     # meter-end kinds come from a table
     raised |= set(KIND.values())
     assert raised and raised <= set(ALERT_KINDS), sorted(raised - set(ALERT_KINDS))
+
+
+def test_zone_table_shows_each_zones_unaccounted_gas():
+    from pipetwin.dashboards.wall import zone_rows
+
+    table = zone_rows({"zone_multipliers": [1.0, 1.2], "forecast_multipliers": [0.98, None],
+                       "zone_ufg_kg": [0.4, 61.5], "zone_ufg_pct": [0.2, 16.7]})
+    rows = [[td.children for td in tr.children] for tr in table.children[1:]]
+    assert rows == [["0", "1.000", "0.980", "0.4 kg · +0.2 %"], ["1", "1.200", "–", "61.5 kg · +16.7 %"]]
+    before_first_hour = zone_rows({"zone_multipliers": [1.0]})
+    assert [td.children for td in before_first_hour.children[1].children][-1] == "–"
