@@ -202,27 +202,20 @@ class LaplacianSystem:
         """How many iterations of ``solve_pcg`` cost ``PCG_SHARE_OF_FACTOR`` of a fresh factorization
         (0 before the first one), from flop counts, not clocks (a busy machine would make the choice
         a lottery): where factorizing is as cheap as a solve (a tree's fill-free order) it is 0 and
-        CG is never tried. CHOLMOD's L is counted once: a simplicial one as it stands, a supernodal
-        one (which would have to be converted) by the compiled symbolic pass on CHOLMOD's order."""
+        CG is never tried. CHOLMOD's (simplicial) L is counted once, as it stands."""
         if self.backend == "numba":
             return int(PCG_SHARE_OF_FACTOR * self._cg_per_factor) if self._factored else 0
         if self.backend != "cholmod" or self._numeric is None:
             return 0
-        if self._cg_per_factor is None and self.n <= SUPERNODAL_ROWS:
-            # simplicial LDL': its L as it stands (a copy, a third of the symbolic pass's time)
+        if self.n > SUPERNODAL_ROWS:
+            # CHOLMOD may go supernodal here, whose factorization runs at BLAS speed but its solves
+            # do not: flops say 61 CG iterations per factorization on the 316 x 316 lattice, the
+            # clock 8 (200 ms against 25 ms); CG there made cold solves 1.6x and warm ones 8x slower
+            return 0
+        if self._cg_per_factor is None:
+            # simplicial LDL': its L as it stands (a copy, a third of a symbolic pass's time)
             lp = np.asarray(self._factor.LD().indptr, np.int64)
             self._cg_per_factor = _cg_iterations_per_factorization(self.n, lp, len(self.indices) // 2)
-        if self._cg_per_factor is None:
-            n = self.n
-            pinv = np.empty(n, np.int64)
-            pinv[np.asarray(self._factor.P(), np.int64)] = np.arange(n)
-            row = np.append(np.arange(n, dtype=np.int64), -1)
-            a = np.where(self._link_i >= 0, self._link_i, n)
-            b = np.where(self._link_j >= 0, self._link_j, n)
-            cp, ci = gga_matrix_pattern(a, b, row, np.zeros(len(a), np.bool_), pinv, n)[:2]
-            lp = np.empty(n + 1, np.int64)
-            chol_symbolic(n, cp, ci, np.empty(n, np.int64), lp, np.empty(max(n, 1), np.int64), np.zeros(n, np.bool_))
-            self._cg_per_factor = _cg_iterations_per_factorization(n, lp, len(ci))
         return int(PCG_SHARE_OF_FACTOR * self._cg_per_factor)
 
     def solve_pcg(self, w: np.ndarray, diag_extra: np.ndarray, rhs: np.ndarray, x0: np.ndarray, rtol: float,
