@@ -32,11 +32,12 @@ CHORD_MAX_CHANGE = 0.3
 # should need fewer iterations than cost a factorization: about PCG_BASE + sqrt(conductances moved
 # by more than PCG_CHANGE from the factorized ones) (grid10k, from the factorization 1-3 steps
 # back: 4, 48, 824, 4763 moved -> 7, 16, 27-31, 70-73 iterations to 1e-10), to the residual share
-# PCG_RTOL: on grid10k the flows then balance to 3e-11 kg/s (1.5e-11 of the throughput) and match
-# the factorized path's to 1e-9 kg/s, as at 1e-10 (6 iterations more)
+# PCG_RTOL of the step's own start (it shrinks with the Newton residual): on grid10k the flows then
+# balance to 4e-11 kg/s (2e-11 of the throughput) and match the factorized path's to 1e-9 kg/s, the
+# reference's to the same 0.54 of the test's tolerance as with 1e-8 or 1e-10 (20 iterations, not 27 or 33)
 PCG_CHANGE = 0.1
 PCG_BASE = 10
-PCG_RTOL = 1e-8
+PCG_RTOL = 1e-6
 # Colebrook's flat low-flow stretch (see ``kernels.gas.settle_reversals``) ends near Re 3
 RE_PLATEAU = 3.0
 CONTROLLED = (LinkKind.PRV, LinkKind.COMPRESSOR_OUTLET, LinkKind.COMPRESSOR_RATIO)
