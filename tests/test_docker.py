@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.kafka_broker import delete_topic, kafka_broker, new_topic  # noqa: F401  (kafka_broker: a fixture)
@@ -34,6 +36,21 @@ def test_compose_file_keeps_its_rules():
     finally:
         sys.path.remove(str(DOCKER))
     assert check_compose.problems() == []
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is not installed")
+@pytest.mark.parametrize("env_file", [None, ".env.example"])
+def test_compose_file_is_valid_for_docker_compose(env_file, tmp_path):
+    """Compose's own validation (``docker-compose config``, Debian's docker-compose, no engine
+    needed): the schema, the variable substitution, the build contexts and depends_on."""
+    cmd = ["docker-compose", "--project-directory", str(DOCKER), "-f", str(DOCKER / "docker-compose.yml")]
+    if env_file:
+        cmd += ["--env-file", str(DOCKER / env_file)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "PIPETWIN_", "REDIS_"))}
+    done = subprocess.run([*cmd, "config"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    assert {"redis", "kafka", "simulator", "flow", "dashboard"} <= set(config["services"])
 
 
 def test_simulator_command_parses_and_publishes_to_kafka():
