@@ -111,6 +111,19 @@ def test_a_snapshot_from_before_the_record_rule_restores():
     assert b.snapshot()["z_record"] > 0.0
 
 
+def test_a_snapshot_from_before_day_types_restores_into_a_model_with_them():
+    """A live flow restarted on a snapshot written before day types: the weekday levels start afresh."""
+    t, x = daily(6 * DAY, seed=5)
+    a = SeasonalAnomaly()
+    stream(a, t[:3 * DAY], x[:3 * DAY])
+    old = a.snapshot()
+    del old["day_offset"], old["day_seen"]
+    b = SeasonalAnomaly(day_types=True)
+    b.restore(old)
+    assert np.isfinite(stream(b, t[3 * DAY:], x[3 * DAY:])).all()
+    assert b.snapshot()["day_offset"][5] < -3.0            # Saturday's dip (5 below the weekdays) learnt
+
+
 def test_missing_values_are_skipped_not_learnt():
     t, x = daily(4 * DAY, seed=7)
     a, b = SeasonalAnomaly(), SeasonalAnomaly()
@@ -267,22 +280,57 @@ def test_sensor_anomaly_flags_the_sensor_that_disagrees_with_the_twin_in_its_own
     assert " mbar below the twin's estimate of " in f.message
 
 
+def _measured_only(t: np.ndarray, x: np.ndarray) -> list[TwinState]:
+    """One sensor the twin does not estimate (its residual is unjudged), a 5-minute tick per value."""
+    ids, z = ["Q1"], np.zeros(1)
+    return [TwinState("net", int(t[k] * 1e9), ["J"], z, z, np.zeros(1, bool), [], z, z, ids, np.array([x[k]]),
+                      np.array([np.nan]), np.ones(1), True, 1, 0.0, 0.0) for k in range(len(t))]
+
+
 def test_measured_stream_waits_two_days_then_catches_a_lost_cycle():
     """5-minute ticks: the seasonal model on the measured stream says nothing for two days, then flags the
-    raw stream of a sensor whose daily cycle stops (its residual is unjudged: the twin does not estimate it)."""
+    raw stream of a sensor whose daily cycle stops. The cycle stops at the first Saturday's midnight, a day
+    type the model has not seen: its level is learnt as it comes, the lost shape still stands out."""
     n, at = 5 * DAY, 4 * DAY
     t, x = daily(n, seed=9)
-    ids, z = ["Q1"], np.zeros(1)
-    states = []
-    for k in range(n):
-        v = x[k] if k < at else 50.0 + 0.5 * np.sin(k)
-        states.append(TwinState("net", int(t[k] * 1e9), ["J"], z, z, np.zeros(1, bool), [], z, z, ids,
-                                np.array([v]), np.array([np.nan]), np.ones(1), True, 1, 0.0, 0.0))
-    findings = run_detector(SensorAnomaly(), states)
+    x[at:] = 50.0 + 0.5 * np.sin(np.arange(at, n))
+    findings = run_detector(SensorAnomaly(), _measured_only(t, x))
     assert [f for fs in findings[:at] for f in fs] == []
     hit = [k for k in range(at, n) if findings[k]]
     assert hit and hit[0] - at <= DAY // 4
     assert findings[hit[0]][0].evidence["stream"] == "measured"
+
+
+WEEK3_FAULTS = {       # what the sensor reads from the fault on, and the ticks (5 min) within which it is found
+    "low by the weekend's dip": (lambda x, at: x[at:] - 5.0, 12),
+    # the cycle freezes at its daily mean, which it crosses at noon: the gap grows over the first hours
+    "lost cycle": (lambda x, at: 50.0 + np.random.default_rng(2).normal(0, 0.5, len(x) - at), 36)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weekly_cycle_raises_no_alarm_from_the_warmup_on_while_a_week3_fault_is_found(seed):
+    """Issue 5: seasonality must not raise alarms, at the live settings (threshold 0.7, two-day warm-up), from
+    the first week on: the first Saturday's dip sinks below every value seen (the range rule) and the
+    second one is still unexplained by the weekly profile (usable from week 3). The live measured-stream
+    model learns each weekday's level on top of the daily shape. It must still find a fault in week 3
+    (Wednesday noon), among them a weekday reading as low as a weekend does (which the model without day
+    types, numb from its weekend surprises, does not find at all)."""
+    t, x = daily(28 * DAY, seed=seed)
+    clean = run_detector(SensorAnomaly(), _measured_only(t, x))
+    alarms = [round(k / DAY, 2) for k in range(2 * DAY, len(t)) if clean[k]]
+    assert alarms == [], f"alarms on a plain daily/weekly signal at days {alarms}"
+    blind = run_detector(SensorAnomaly(seasonal={"day_types": False}), _measured_only(t, x))
+    assert any(blind[2 * DAY:]), "a model that ignores weekdays should alarm here (else this test proves nothing)"
+    at = 15 * DAY + DAY // 2
+    assert ((t[at] // 86400 + 3) % 7, (t[at] % 86400) / 3600) == (2, 12.0)      # Wednesday noon, week 3
+    for name, (fault, within) in WEEK3_FAULTS.items():
+        x_fault = x.copy()
+        x_fault[at:] = fault(x, at)
+        findings = run_detector(SensorAnomaly(), _measured_only(t, x_fault))
+        assert [k for k in range(2 * DAY, at) if findings[k]] == []
+        hit = [k for k in range(at, len(t)) if findings[k]]
+        assert hit and hit[0] - at <= within, f"{name}: first finding {hit[:1]} vs fault at {at}"
+        assert findings[hit[0]][0].evidence["stream"] == "measured"
 
 
 def test_sensor_anomaly_snapshot_is_picklable_and_resumes_identically():

@@ -6,7 +6,9 @@
 - ``measured``, by ``SeasonalAnomaly`` (the model scored on NAB) on the sensor's ``every_s`` means: what the twin
   cannot judge (a sensor it does not estimate, or a day that looks unlike the usual days). It says nothing
   before it has seen ``seasonal_warmup_s`` (two days) of the sensor: before the daily cycle is known, the
-  morning peak itself would look anomalous.
+  morning peak itself would look anomalous. It learns each weekday's level from the first day of it
+  (``day_types``): a gas network's weekend is no alarm from the first week on, while the weekly profile
+  needs two (tests/test_anomaly_detector.py, issue 5).
 
 Messages are in the sensor's own unit (from the point table, when given) with as many decimals as its noise
 deserves, so an operator reads the value, the twin's estimate and the gap.
@@ -54,7 +56,8 @@ class SensorAnomaly(TickDetector):
             raise ValueError(f"SensorAnomaly: every_s must be positive, got {every_s}")
         self.streams, self.threshold, self.every_s = tuple(streams), threshold, float(every_s)
         self.residual_params = dict(residual or {})
-        self.seasonal_params = {"alarm": threshold, "warmup_s": seasonal_warmup_s, **(seasonal or {})}
+        self.seasonal_params = {"alarm": threshold, "warmup_s": seasonal_warmup_s, "day_types": True,
+                                **(seasonal or {})}
         self.units, self.flow_rel = _units(points), flow_rel
         self.quantity = dict(zip(points.ids, points.quantity)) if points is not None else {}
         self.watch: dict[str, ResidualWatch] = {}

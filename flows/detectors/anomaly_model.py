@@ -10,7 +10,14 @@ gas or water stream swings every day and every week. So the model
 2. calls a value surprising only if no *competent* model (error within ``competent`` x the best one)
    expects it: z = min |x - prediction| / usual error over those. The daily profile misses the weekend,
    the weekly one is noisier; together they explain both, so daily and weekly cycles raise no alarm,
-   while a spike, a step, or a lost cycle (a flat line where a cycle was expected) is surprising to all;
+   while a spike, a step, or a lost cycle (a flat line where a cycle was expected) is surprising to all.
+   The weekly profile needs two weeks, so with ``day_types`` (the live flow's measured streams; not NAB's,
+   where it costs 5 points) the daily profile learns a day's shape net of its weekday's level, and each
+   weekday's level (an offset, the plain mean of its points until it has many) is learnt from the first
+   points of that weekday on: the first weekend's dip is explained within its first hour, a step on a
+   weekday already seen is news. Near midnight, where one day type eases into the next at an hour the
+   model does not know, it accepts anything between the two days' levels; and the range rule below
+   works on values net of their weekday's level;
 3. passes z averaged over the last ``window`` points through Numenta's "anomaly likelihood" (how
    unusual the recent surprise is against the long-run distribution of surprises), on its log scale,
    so the score means the same on a noisy stream and a quiet one and one threshold serves every
@@ -62,7 +69,8 @@ class SeasonalAnomaly:
                  slot_alpha: float = 0.15, slot_min_visits: int = 2, periods: tuple[float, ...] = (DAY_S, WEEK_S),
                  window: int = 20, hist_alpha: float = 0.0001, warmup: int = 150, refractory: int = 100,
                  spatial: float = 0.02, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
-                 spatial_z: float = 1.5, warmup_s: float = 0.0, record: float = 0.5, record_after: int = 300):
+                 spatial_z: float = 1.5, warmup_s: float = 0.0, record: float = 0.5, record_after: int = 300,
+                 day_types: bool = False, day_alpha: float = 0.002, day_edge_s: float = 3 * 3600.0):
         self.level_alpha, self.err_alpha = level_alpha, err_alpha
         self.slot_s, self.slot_alpha, self.slot_min_visits = slot_s, slot_alpha, slot_min_visits
         self.periods = tuple(float(p) for p in periods)
@@ -70,6 +78,10 @@ class SeasonalAnomaly:
         self.refractory, self.spatial, self.z_max, self.alarm = refractory, spatial, z_max, alarm
         self.competent, self.spatial_z, self.warmup_s = competent, spatial_z, warmup_s
         self.record, self.record_after = record, record_after
+        self.day_types, self.day_alpha, self.day_edge_s = day_types, day_alpha, day_edge_s
+        if day_types and DAY_S not in self.periods:
+            raise ValueError("SeasonalAnomaly: day_types needs the daily profile (DAY_S in periods)")
+        self._daily = self.periods.index(DAY_S) if day_types else -1
         self._n_knots = [max(2, int(round(p / slot_s))) for p in self.periods]
         self.restore(self._fresh())
 
@@ -77,6 +89,7 @@ class SeasonalAnomaly:
         return {"n": 0, "level": 0.0, "err_level": 0.0,
                 "knots": [[0.0] * k for k in self._n_knots], "visits": [[0] * k for k in self._n_knots],
                 "last_knot": [-1] * len(self.periods), "err_profile": [0.0] * len(self.periods),
+                "day_offset": [0.0] * 7, "day_seen": [0] * 7,
                 "recent": [0.0] * self.window, "recent_sum": 0.0, "hist_mean": 0.0, "hist_var": 0.0,
                 "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30, "since_extreme": 1 << 30,
                 "t_first": None, "t_last": None, "z_record": 0.0, "since_record": 1 << 30}
@@ -112,14 +125,33 @@ class SeasonalAnomaly:
         knots = self._s["knots"][j]
         return (1.0 - w) * knots[k0] + w * knots[k1]
 
-    def _profiles(self, ts: float | None) -> list[float | None]:
-        return [self._profile(j, ts) for j in range(len(self.periods))]
+    def _profiles(self, ts: float | None, x: float | None = None) -> tuple[list[float | None], tuple | None]:
+        """Each profile's prediction, and (with ``day_types`` and a timestamp) (weekday, the daily shape) for
+        learning. With ``day_types`` the daily profile is a day's shape net of its day type and predicts that
+        shape plus this weekday's offset; within ``day_edge_s`` of midnight, where one day type eases into the
+        next at a time the model does not know, it predicts (given ``x``) the point nearest x of the band
+        between the two days' offsets."""
+        out = [self._profile(j, ts) for j in range(len(self.periods))]
+        j = self._daily
+        if j < 0 or ts is None:
+            return out, None
+        d, shape = _weekday(ts), out[j]
+        if shape is not None:
+            off = self._s["day_offset"]
+            pred = shape + off[d]
+            if x is not None:
+                phase = ts % DAY_S
+                near = (d - 1) % 7 if phase < self.day_edge_s else (d + 1) % 7 if phase > DAY_S - self.day_edge_s else d
+                lo, hi = shape + min(off[d], off[near]), shape + max(off[d], off[near])
+                pred = lo if x < lo else hi if x > hi else x
+            out[j] = pred
+        return out, (d, shape)
 
     def expected(self, t=None) -> float:
         """What the model expects now: the prediction of whichever model has explained the stream best."""
         s = self._s
         pred, err = s["level"], s["err_level"]
-        for p, e in zip(self._profiles(seconds(t)), s["err_profile"]):
+        for p, e in zip(self._profiles(seconds(t))[0], s["err_profile"]):
             if p is not None and e < err:
                 pred, err = p, e
         return pred
@@ -164,23 +196,25 @@ class SeasonalAnomaly:
 
     def _evaluate(self, x: float, ts: float | None) -> tuple:
         """(score, whether it is a new-extreme alarm, surprise, profile predictions, the level's surprise,
-        whether it is a record-surprise alarm) for x at ts."""
+        whether it is a record-surprise alarm, (weekday, daily shape) or None) for x at ts."""
         s = self._s
-        profiles = self._profiles(ts)
+        profiles, day = self._profiles(ts, x)
         z = self._surprise(x, profiles)
         z_level = self._level_surprise(x)
         if not self.ready():
-            return 0.0, False, z, profiles, z_level, False
+            return 0.0, False, z, profiles, z_level, False, day
         score = self._likelihood(z)
         if s["since_alarm"] < self.refractory:
             score *= s["since_alarm"] / self.refractory * self.alarm
         record = (self.record > 0.0 and s["n"] >= self.record_after and z_level >= self.spatial_z
                   and z_level > s["z_record"] * (1.0 + self.record) and s["since_record"] >= self.refractory)
-        span = s["hi"] - s["lo"]
+        # with day_types the range is that of x net of its weekday's offset: a weekend below every weekday is no
+        # new extreme once its day type's level is learnt, a spike on it still is
+        span, xr = s["hi"] - s["lo"], x if day is None else x - s["day_offset"][day[0]]
         if (self.spatial and span > 0 and z >= self.spatial_z and s["since_extreme"] >= self.refractory
-                and (x > s["hi"] + self.spatial * span or x < s["lo"] - self.spatial * span)):
-            return 1.0, True, z, profiles, z_level, record      # a new extreme is news even after a likelihood alarm, but only once
-        return (1.0 if record else score), False, z, profiles, z_level, record
+                and (xr > s["hi"] + self.spatial * span or xr < s["lo"] - self.spatial * span)):
+            return 1.0, True, z, profiles, z_level, record, day  # a new extreme is news even after a likelihood alarm, but only once
+        return (1.0 if record else score), False, z, profiles, z_level, record, day
 
     def ready(self) -> bool:
         """Whether the model has learnt enough to speak: ``warmup`` points AND ``warmup_s`` seconds between the
@@ -208,7 +242,7 @@ class SeasonalAnomaly:
         if not math.isfinite(x):
             return
         c = self._cache
-        score, extreme, z, profiles, z_level, record = c[3] if (c is not None and c[0] == x and c[1] == ts
+        score, extreme, z, profiles, z_level, record, day = c[3] if (c is not None and c[0] == x and c[1] == ts
                                                                 and c[2] == s["n"]) else self._evaluate(x, ts)
         self._cache = None
         s["since_alarm"] = 0 if (score >= self.alarm and s["since_alarm"] >= self.refractory) else s["since_alarm"] + 1
@@ -217,10 +251,11 @@ class SeasonalAnomaly:
         s["z_record"] = max(s["z_record"], z_level)
         self._learn_surprise(z)
         self._learn_errors(x, profiles)
+        xr = x if day is None else x - self._learn_day(x, day)      # x net of its day type
         if ts is not None:
-            self._learn_profile(x, ts)
+            self._learn_profile(x, ts, xr)
         s["level"] = x if s["n"] == 0 else s["level"] + max(self.level_alpha, 1.0 / (s["n"] + 1)) * (x - s["level"])
-        s["lo"], s["hi"] = min(s["lo"], x), max(s["hi"], x)
+        s["lo"], s["hi"] = min(s["lo"], xr), max(s["hi"], xr)
         s["n"] += 1
         if ts is not None:
             s["t_first"] = ts if s.get("t_first") is None else s["t_first"]
@@ -250,9 +285,26 @@ class SeasonalAnomaly:
             # until a profile can predict, it is charged the level's error (so it must earn its place)
             err[j] += a * (abs(x - (s["level"] if p is None else p)) - err[j])
 
-    def _learn_profile(self, x: float, ts: float) -> None:
+    def _learn_day(self, x: float, day: tuple[int, float | None]) -> float:
+        """Learn the offset of weekday ``day[0]`` from the daily shape ``day[1]``; return it (the daily profile
+        and the range leave it out of what they learn). The offset is the plain mean over the points of this weekday
+        seen so far, then an EW mean at ``day_alpha``: on a weekday not seen before (the first Saturday) it is
+        the mean departure since midnight, so a level that comes with the new day is learnt within the first
+        points of it (the day type's own level, unknown until seen), while a shift that starts later meets an
+        offset learnt on the hours before it and stays surprising until it outweighs them. Once a weekday has
+        been seen, its offset moves slowly and a step on it is news."""
+        s = self._s
+        d, shape = day
+        if shape is not None:
+            s["day_seen"][d] += 1
+            s["day_offset"][d] += max(self.day_alpha, 1.0 / s["day_seen"][d]) * (x - shape - s["day_offset"][d])
+        return s["day_offset"][d]
+
+    def _learn_profile(self, x: float, ts: float, x_daily: float) -> None:
+        """Each profile learns x, the daily one ``x_daily`` (x net of its day type's offset)."""
         s = self._s
         for j in range(len(self.periods)):
+            xj = x_daily if j == self._daily else x
             k0, k1, w, near = self._knots(j, ts)
             visits, knots = s["visits"][j], s["knots"][j]
             if near != s["last_knot"][j]:
@@ -260,6 +312,11 @@ class SeasonalAnomaly:
                 s["last_knot"][j] = near
             for k, wk in ((k0, 1.0 - w), (k1, w)):
                 if visits[k] <= 1 and knots[k] == 0.0:
-                    knots[k] = x
+                    knots[k] = xj
                 else:
-                    knots[k] += max(self.slot_alpha, 1.0 / (visits[k] + 1)) * wk * (x - knots[k])
+                    knots[k] += max(self.slot_alpha, 1.0 / (visits[k] + 1)) * wk * (xj - knots[k])
+
+
+def _weekday(ts: float) -> int:
+    """0 = Monday ... 6 = Sunday (UTC, the profiles' clock)."""
+    return (int(ts // DAY_S) + 3) % 7
