@@ -70,7 +70,8 @@ class SeasonalAnomaly:
                  window: int = 20, hist_alpha: float = 0.0001, warmup: int = 150, refractory: int = 100,
                  spatial: float = 0.02, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
                  spatial_z: float = 1.5, warmup_s: float = 0.0, record: float = 0.5, record_after: int = 300,
-                 day_types: bool = False, day_alpha: float = 0.002, day_edge_s: float = 3 * 3600.0):
+                 day_types: bool = False, day_alpha: float = 0.002, day_edge_s: float = 3 * 3600.0,
+                 day_prior: float = 6.0):
         self.level_alpha, self.err_alpha = level_alpha, err_alpha
         self.slot_s, self.slot_alpha, self.slot_min_visits = slot_s, slot_alpha, slot_min_visits
         self.periods = tuple(float(p) for p in periods)
@@ -79,6 +80,7 @@ class SeasonalAnomaly:
         self.competent, self.spatial_z, self.warmup_s = competent, spatial_z, warmup_s
         self.record, self.record_after = record, record_after
         self.day_types, self.day_alpha, self.day_edge_s = day_types, day_alpha, day_edge_s
+        self.day_prior = day_prior
         if day_types and DAY_S not in self.periods:
             raise ValueError("SeasonalAnomaly: day_types needs the daily profile (DAY_S in periods)")
         self._daily = self.periods.index(DAY_S) if day_types else -1
@@ -287,17 +289,19 @@ class SeasonalAnomaly:
 
     def _learn_day(self, x: float, day: tuple[int, float | None]) -> float:
         """Learn the offset of weekday ``day[0]`` from the daily shape ``day[1]``; return it (the daily profile
-        and the range leave it out of what they learn). The offset is the plain mean over the points of this weekday
-        seen so far, then an EW mean at ``day_alpha``: on a weekday not seen before (the first Saturday) it is
-        the mean departure since midnight, so a level that comes with the new day is learnt within the first
-        points of it (the day type's own level, unknown until seen), while a shift that starts later meets an
-        offset learnt on the hours before it and stays surprising until it outweighs them. Once a weekday has
-        been seen, its offset moves slowly and a step on it is news."""
+        and the range leave it out of what they learn). The offset is the plain mean over the points of this
+        weekday seen so far, with ``day_prior`` points of belief in no offset (half an hour of the live flow's
+        5-minute means), then an EW mean at ``day_alpha``: on a weekday not seen before (the first Saturday) it
+        is about the mean departure since midnight, so a level that comes with the new day is learnt within its
+        first hour (the day type's own level, unknown until seen), while a shift that starts later meets an
+        offset learnt on the hours before it and stays surprising until it outweighs them (the prior keeps a
+        lost cycle at a new day's midnight from passing for its level at once). Once a weekday has been seen,
+        its offset moves slowly and a step on it is news."""
         s = self._s
         d, shape = day
         if shape is not None:
             s["day_seen"][d] += 1
-            s["day_offset"][d] += max(self.day_alpha, 1.0 / s["day_seen"][d]) * (x - shape - s["day_offset"][d])
+            s["day_offset"][d] += max(self.day_alpha, 1.0 / (s["day_seen"][d] + self.day_prior)) * (x - shape - s["day_offset"][d])
         return s["day_offset"][d]
 
     def _learn_profile(self, x: float, ts: float, x_daily: float) -> None:
