@@ -215,7 +215,8 @@ class SeasonalAnomaly:
         span, xr = s["hi"] - s["lo"], x if day is None else x - s["day_offset"][day[0]]
         if (self.spatial and span > 0 and z >= self.spatial_z and s["since_extreme"] >= self.refractory
                 and (xr > s["hi"] + self.spatial * span or xr < s["lo"] - self.spatial * span)):
-            return 1.0, True, z, profiles, z_level, record, day  # a new extreme is news even after a likelihood alarm, but only once
+            # a new extreme is news even after a likelihood alarm, but only once
+            return 1.0, True, z, profiles, z_level, record, day
         return (1.0 if record else score), False, z, profiles, z_level, record, day
 
     def ready(self) -> bool:
@@ -244,8 +245,8 @@ class SeasonalAnomaly:
         if not math.isfinite(x):
             return
         c = self._cache
-        score, extreme, z, profiles, z_level, record, day = c[3] if (c is not None and c[0] == x and c[1] == ts
-                                                                and c[2] == s["n"]) else self._evaluate(x, ts)
+        fresh = c is not None and c[0] == x and c[1] == ts and c[2] == s["n"]
+        score, extreme, z, profiles, z_level, record, day = c[3] if fresh else self._evaluate(x, ts)
         self._cache = None
         s["since_alarm"] = 0 if (score >= self.alarm and s["since_alarm"] >= self.refractory) else s["since_alarm"] + 1
         s["since_extreme"] = 0 if extreme else s["since_extreme"] + 1
@@ -301,7 +302,8 @@ class SeasonalAnomaly:
         d, shape = day
         if shape is not None:
             s["day_seen"][d] += 1
-            s["day_offset"][d] += max(self.day_alpha, 1.0 / (s["day_seen"][d] + self.day_prior)) * (x - shape - s["day_offset"][d])
+            rate = max(self.day_alpha, 1.0 / (s["day_seen"][d] + self.day_prior))
+            s["day_offset"][d] += rate * (x - shape - s["day_offset"][d])
         return s["day_offset"][d]
 
     def _learn_profile(self, x: float, ts: float, x_daily: float) -> None:
