@@ -12,12 +12,12 @@ gas or water stream swings every day and every week. So the model
    the weekly one is noisier; together they explain both, so daily and weekly cycles raise no alarm,
    while a spike, a step, or a lost cycle (a flat line where a cycle was expected) is surprising to all.
    The weekly profile needs two weeks, so with ``day_types`` (the live flow's measured streams; not NAB's,
-   where it costs 5 points) the daily profile learns a day's shape net of its weekday's level, and each
-   weekday's level (an offset, the plain mean of its points until it has many) is learnt from the first
-   points of that weekday on: the first weekend's dip is explained within its first hour, a step on a
+   where it costs 4 points) the daily profile learns a day's shape net of its weekday's map, and each
+   weekday's map (an offset, learnt from the first points of that weekday on, and a gain, from its second
+   day on) is learnt alongside: the first weekend's dip is explained within its first hour, a step on a
    weekday already seen is news. Near midnight, where one day type eases into the next at an hour the
-   model does not know, it accepts anything between the two days' levels; and the range rule below
-   works on values net of their weekday's level;
+   model does not know, it accepts anything between the two days' maps; and the range rule below
+   works on values net of their weekday's map;
 3. passes z averaged over the last ``window`` points through Numenta's "anomaly likelihood" (how
    unusual the recent surprise is against the long-run distribution of surprises), on its log scale,
    so the score means the same on a noisy stream and a quiet one and one threshold serves every
@@ -71,7 +71,7 @@ class SeasonalAnomaly:
                  spatial: float = 0.02, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
                  spatial_z: float = 1.5, warmup_s: float = 0.0, record: float = 0.5, record_after: int = 300,
                  day_types: bool = False, day_alpha: float = 0.002, day_edge_s: float = 3 * 3600.0,
-                 day_prior: float = 6.0):
+                 day_prior: float = 6.0, day_gain_limits: tuple[float, float] = (0.5, 2.0)):
         self.level_alpha, self.err_alpha = level_alpha, err_alpha
         self.slot_s, self.slot_alpha, self.slot_min_visits = slot_s, slot_alpha, slot_min_visits
         self.periods = tuple(float(p) for p in periods)
@@ -80,7 +80,7 @@ class SeasonalAnomaly:
         self.competent, self.spatial_z, self.warmup_s = competent, spatial_z, warmup_s
         self.record, self.record_after = record, record_after
         self.day_types, self.day_alpha, self.day_edge_s = day_types, day_alpha, day_edge_s
-        self.day_prior = day_prior
+        self.day_prior, self.day_gain_limits = day_prior, tuple(day_gain_limits)
         if day_types and DAY_S not in self.periods:
             raise ValueError("SeasonalAnomaly: day_types needs the daily profile (DAY_S in periods)")
         self._daily = self.periods.index(DAY_S) if day_types else -1
@@ -91,7 +91,8 @@ class SeasonalAnomaly:
         return {"n": 0, "level": 0.0, "err_level": 0.0,
                 "knots": [[0.0] * k for k in self._n_knots], "visits": [[0] * k for k in self._n_knots],
                 "last_knot": [-1] * len(self.periods), "err_profile": [0.0] * len(self.periods),
-                "day_offset": [0.0] * 7, "day_seen": [0] * 7,
+                "day_offset": [0.0] * 7, "day_seen": [0] * 7, "day_gain": [1.0] * 7, "day_date": [-1] * 7,
+                "day_fit": [[0.0, 0.0, 0.0, 0.0] for _ in range(7)],
                 "recent": [0.0] * self.window, "recent_sum": 0.0, "hist_mean": 0.0, "hist_var": 0.0,
                 "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30, "since_extreme": 1 << 30,
                 "t_first": None, "t_last": None, "z_record": 0.0, "since_record": 1 << 30}
@@ -129,22 +130,23 @@ class SeasonalAnomaly:
 
     def _profiles(self, ts: float | None, x: float | None = None) -> tuple[list[float | None], tuple | None]:
         """Each profile's prediction, and (with ``day_types`` and a timestamp) (weekday, the daily shape) for
-        learning. With ``day_types`` the daily profile is a day's shape net of its day type and predicts that
-        shape plus this weekday's offset; within ``day_edge_s`` of midnight, where one day type eases into the
-        next at a time the model does not know, it predicts (given ``x``) the point nearest x of the band
-        between the two days' offsets."""
+        learning. With ``day_types`` the daily profile is a day's shape net of its day type and predicts this
+        weekday's map of it (gain x shape + offset, see ``_learn_day``); within ``day_edge_s`` of midnight,
+        where one day type eases into the next at a time the model does not know, it predicts (given ``x``)
+        the point nearest x of the band between the two days' maps."""
         out = [self._profile(j, ts) for j in range(len(self.periods))]
         j = self._daily
         if j < 0 or ts is None:
             return out, None
         d, shape = _weekday(ts), out[j]
         if shape is not None:
-            off = self._s["day_offset"]
-            pred = shape + off[d]
+            off, g = self._s["day_offset"], self._s["day_gain"]
+            pred = g[d] * shape + off[d]
             if x is not None:
                 phase = ts % DAY_S
                 near = (d - 1) % 7 if phase < self.day_edge_s else (d + 1) % 7 if phase > DAY_S - self.day_edge_s else d
-                lo, hi = shape + min(off[d], off[near]), shape + max(off[d], off[near])
+                other = g[near] * shape + off[near]
+                lo, hi = (pred, other) if pred < other else (other, pred)
                 pred = lo if x < lo else hi if x > hi else x
             out[j] = pred
         return out, (d, shape)
@@ -210,9 +212,9 @@ class SeasonalAnomaly:
             score *= s["since_alarm"] / self.refractory * self.alarm
         record = (self.record > 0.0 and s["n"] >= self.record_after and z_level >= self.spatial_z
                   and z_level > s["z_record"] * (1.0 + self.record) and s["since_record"] >= self.refractory)
-        # with day_types the range is that of x net of its weekday's offset: a weekend below every weekday is no
+        # with day_types the range is that of x net of its weekday's map: a weekend below every weekday is no
         # new extreme once its day type's level is learnt, a spike on it still is
-        span, xr = s["hi"] - s["lo"], x if day is None else x - s["day_offset"][day[0]]
+        span, xr = s["hi"] - s["lo"], x if day is None else self._net(x, day)
         if (self.spatial and span > 0 and z >= self.spatial_z and s["since_extreme"] >= self.refractory
                 and (xr > s["hi"] + self.spatial * span or xr < s["lo"] - self.spatial * span)):
             # a new extreme is news even after a likelihood alarm, but only once
@@ -254,7 +256,7 @@ class SeasonalAnomaly:
         s["z_record"] = max(s["z_record"], z_level)
         self._learn_surprise(z)
         self._learn_errors(x, profiles)
-        xr = x if day is None else x - self._learn_day(x, day)      # x net of its day type
+        xr = x if day is None else self._learn_day(x, day, ts)      # x net of its day type's map
         if ts is not None:
             self._learn_profile(x, ts, xr)
         s["level"] = x if s["n"] == 0 else s["level"] + max(self.level_alpha, 1.0 / (s["n"] + 1)) * (x - s["level"])
@@ -288,23 +290,50 @@ class SeasonalAnomaly:
             # until a profile can predict, it is charged the level's error (so it must earn its place)
             err[j] += a * (abs(x - (s["level"] if p is None else p)) - err[j])
 
-    def _learn_day(self, x: float, day: tuple[int, float | None]) -> float:
-        """Learn the offset of weekday ``day[0]`` from the daily shape ``day[1]``; return it (the daily profile
-        and the range leave it out of what they learn). The offset is the plain mean over the points of this
-        weekday seen so far, with ``day_prior`` points of belief in no offset (half an hour of the live flow's
-        5-minute means), then an EW mean at ``day_alpha``: on a weekday not seen before (the first Saturday) it
-        is about the mean departure since midnight, so a level that comes with the new day is learnt within its
-        first hour (the day type's own level, unknown until seen), while a shift that starts later meets an
-        offset learnt on the hours before it and stays surprising until it outweighs them (the prior keeps a
-        lost cycle at a new day's midnight from passing for its level at once). Once a weekday has been seen,
-        its offset moves slowly and a step on it is news."""
+    def _net(self, x: float, day: tuple[int, float | None]) -> float:
+        """x net of its weekday's map: the daily shape plus what the map leaves unexplained."""
+        d, shape = day
+        s = self._s
+        if shape is None:
+            return x - s["day_offset"][d]
+        return shape + (x - s["day_gain"][d] * shape - s["day_offset"][d])
+
+    def _learn_day(self, x: float, day: tuple[int, float | None], ts: float) -> float:
+        """Learn weekday ``day[0]``'s map from the daily shape ``day[1]`` to x, gain x shape + offset; return x
+        net of it (what the daily profile and the range learn).
+
+        The offset is the plain mean of x - gain x shape over the points of this weekday seen so far, with
+        ``day_prior`` points of belief in no offset (half an hour of the live flow's 5-minute means), then an
+        EW mean at ``day_alpha``: on a weekday not seen before (the first Saturday) it is about the mean
+        departure since midnight, so a level that comes with the new day is learnt within its first hour (the
+        day type's own level, unknown until seen), while a shift that starts later meets an offset learnt on
+        the hours before it and stays surprising until it outweighs them (the prior keeps a lost cycle at a
+        new day's midnight from passing for its level at once). Once a weekday has been seen, its offset moves
+        slowly and a step on it is news. The gain (a weekend that scales the cycle rather than shifting it) is
+        the least-squares slope of x on the shape over this weekday's points, but only from its next day on,
+        within ``day_gain_limits``: fitted within a day it would take a lost cycle for a gain near 0."""
         s = self._s
         d, shape = day
         if shape is not None:
+            date = int(ts // DAY_S)
+            if date != s["day_date"][d]:          # a new day of this type: its gain from the days before
+                if s["day_date"][d] >= 0:
+                    mu, my, cuy, vuu = s["day_fit"][d]
+                    g = cuy / vuu if vuu > 0.0 else 1.0
+                    s["day_gain"][d] = min(max(g, self.day_gain_limits[0]), self.day_gain_limits[1])
+                    s["day_offset"][d] = my - s["day_gain"][d] * mu
+                s["day_date"][d] = date
             s["day_seen"][d] += 1
+            fit = s["day_fit"][d]
+            r = max(self.day_alpha, 1.0 / s["day_seen"][d])
+            du, dy = shape - fit[0], x - fit[1]
+            fit[0] += r * du
+            fit[1] += r * dy
+            fit[2] = (1.0 - r) * (fit[2] + r * du * dy)
+            fit[3] = (1.0 - r) * (fit[3] + r * du * du)
             rate = max(self.day_alpha, 1.0 / (s["day_seen"][d] + self.day_prior))
-            s["day_offset"][d] += rate * (x - shape - s["day_offset"][d])
-        return s["day_offset"][d]
+            s["day_offset"][d] += rate * (x - s["day_gain"][d] * shape - s["day_offset"][d])
+        return self._net(x, day)
 
     def _learn_profile(self, x: float, ts: float, x_daily: float) -> None:
         """Each profile learns x, the daily one ``x_daily`` (x net of its day type's offset)."""
