@@ -286,6 +286,7 @@ class GasSolver:
         settled = 0
         refactored = True
         flipped = np.zeros(len(self.pipe_idx), np.bool_)
+        ever_settled = np.zeros(len(self.pipe_idx), np.bool_)
         # a chord step balances the nodes only as well as the old matrix fits: its flows must
         # balance to 1e-6 of the throughput (as the pipe law holds to 1e-6 of the largest drop)
         # before they are an answer; exact steps balance to rounding
@@ -304,6 +305,13 @@ class GasSolver:
         for it in range(1, opt.max_iter + 1):
             # how far the current iterate is from the pipe law, in Pa
             phi, dphi, law_res, dp_scale = self._pipe_phi(m, p)
+            if ever_settled.any():
+                # a pipe put at zero once that crosses zero again: its secant slope, not the
+                # plateau's near-zero derivative (an all but infinite conductance that throws the
+                # flow across zero again, forever, in a stagnant loop)
+                mk = m[self.pipe_idx]
+                sec = ever_settled & flipped & (mk != 0.0)
+                dphi[sec] = np.maximum(dphi[sec], phi[sec] / mk[sec])
             # the law must hold to 1e-6 of the largest pipe drop (networks whose drops are all tiny
             # need it), never looser than tol_law_pa
             tol_law = min(tol_law_cap, max(1e-6 * dp_scale, 1e-11 * p_ref))
@@ -366,8 +374,11 @@ class GasSolver:
                 need = np.bincount(fr, others, minlength=n) - np.bincount(to, others, minlength=n) + demand
                 share = np.bincount(to[active], minlength=n)
                 m_new[active] = need[to[active]] / share[to[active]]
+            before = m_new[self.pipe_idx] if self.plateau else None
             settled = gk.settle_reversals(self.pipe_idx, m, m_new, self.re_unit, gk.RE_FLOOR, RE_PLATEAU,
                                           flipped) if self.plateau else 0
+            if settled:
+                ever_settled |= (before != 0.0) & (m_new[self.pipe_idx] == 0.0)
             dp_max, n_vacuum = gk.gga_pressures(pi_new, self.supplied, self.free, p, p_new)
             m, m_new = m_new, m
             p, p_new = p_new, p

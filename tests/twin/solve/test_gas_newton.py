@@ -1,12 +1,15 @@
 """Gas Newton on meshed grids: warm re-solves after large demand changes, and pipes whose answer
 sits on Colebrook's steep zero-flow segment (pandapipes' law at every Re)."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 
 from pipetwin.bench.synthetic import city, lattice
 from pipetwin.kernels import gas as gk
+from pipetwin.twin.model import Medium, NetworkModel, NodeKind, make_demands, make_links, make_nodes, make_tanks
 from pipetwin.twin.solve.gas import GasOptions, GasSolver, solve_gas
 
 from .test_gas import random_networks
@@ -90,6 +93,20 @@ def test_small_leaks_anywhere_converge_cold_and_warm():
             warm = solver.solve(leak, warm_start=base)
             assert cold.converged and cold.iterations <= 10, (node, q)
             assert warm.converged and warm.iterations <= 10, (node, q)
+
+
+def test_stagnant_loop_of_parallel_pipes_converges_with_pure_colebrook():
+    """No demand anywhere, smooth parallel pipes in a loop (hypothesis found it): the flows circled
+    at ~1e-9 kg/s for 100 iterations, settled to zero and thrown across it again by the plateau's
+    near-zero derivative. A pipe settled once and crossing zero again takes its secant slope."""
+    nodes = make_nodes([f"n{i}" for i in range(4)], [NodeKind.SOURCE] + [NodeKind.JUNCTION] * 3,
+                       elevation_m=[0.0] * 4, fixed_pressure_pa=[4e5] + [math.nan] * 3)
+    links = make_links([f"p{k}" for k in range(7)], [0] * 7, [0, 0, 1, 0, 2, 2, 3], [1, 2, 3, 3, 3, 3, 2],
+                       length_m=[10.0] * 6 + [27.0], diameter_m=[0.125] * 7, roughness=[0.0] * 7)
+    model = NetworkModel("loop", Medium.NATURAL_GAS, nodes, links, make_demands([1, 2, 3], [0.0] * 3), make_tanks())
+    r = solve_gas(model)
+    assert r.converged and r.iterations <= 30, r.message
+    assert np.abs(r.link_flow).max() < 1e-12 and np.ptp(r.node_pressure_pa) < 1e-3
 
 
 @settings(max_examples=40, deadline=None)
