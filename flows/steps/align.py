@@ -15,8 +15,9 @@ Early close. Most ticks need not wait the whole allowance. Each source (an OPC-U
 Modbus unit, a Kafka partition, a replay file) delivers its readings in time order: a Modbus
 poll stamps all its registers at once, an OPC-UA subscription publishes its samples cycle by
 cycle. So once every source that delivered in the tick before has delivered a reading stamped
-at least ``early_margin_s`` after the tick's end, the tick has everything it will get, and it
-closes then. Points that report by exception (deadbands) need not speak for this; a source
+at least ``early_margin_s`` after the tick's end, or has delivered the reading after which its
+next, one cadence later (its steps in event time, learned as it goes), falls that far past the
+end, the tick has everything it will get, and it closes then. Points that report by exception (deadbands) need not speak for this; a source
 that falls silent holds one tick for the whole allowance and is then not waited for. The
 allowance stays the upper bound, for the tick in which something is slow. A reading that
 arrives after its tick closed (early or not) but is newer than the value held for its point
@@ -60,6 +61,7 @@ class TickAligner:
         # early close (None: off): each source's newest event time, and the sources a tick waits for
         self.early_margin_ns = None if early_margin_s is None else int(early_margin_s * 1e9)
         self.source_watermark: dict[str, int] = {}
+        self.source_gap: dict[str, int] = {}      # each source's cadence in event time (ns)
         self.expected: tuple[str, ...] = ()       # the sources that delivered in the tick closed last
         self.closed_early = 0
         self._ids = pa.array(points.ids, pa.string())
@@ -117,7 +119,11 @@ class TickAligner:
         names = pc.unique(source).to_pylist()
         for name in names:
             sel = np.ones(len(ts), bool) if len(names) == 1 else pc.equal(source, name).to_numpy(zero_copy_only=False)
-            self.source_watermark[name] = max(self.source_watermark.get(name, 0), int(ts[sel].max()))
+            newest, before = int(ts[sel].max()), self.source_watermark.get(name, 0)
+            if before and newest > before:     # the source's cadence: EWMA of its steps in event time
+                gap = self.source_gap.get(name, newest - before)
+                self.source_gap[name] = int(0.8 * gap + 0.2 * (newest - before))
+            self.source_watermark[name] = max(before, newest)
             for end in np.unique(ends[sel & use]):
                 self.open[int(end)].setdefault("sources", set()).add(name)
 
@@ -133,11 +139,13 @@ class TickAligner:
         self.held["ts"][rows[newer]] = ts[newer]
 
     def _complete(self, end: int) -> bool:
-        """Every source that delivered in the tick before has delivered past this tick's end."""
+        """Every source that delivered in the tick before is done with this tick: it delivered past
+        the tick's end, or its next reading, one cadence after its newest, falls past it (a Modbus
+        unit polled once a second whose poll for this tick is in), each with the margin."""
         if self.early_margin_ns is None or not self.expected:
             return False
-        wm = self.source_watermark
-        return all(wm.get(name, 0) >= end + self.early_margin_ns for name in self.expected)
+        wm, gap, margin = self.source_watermark, self.source_gap, self.early_margin_ns
+        return all(wm.get(name, 0) + max(gap.get(name, 0) - margin, 0) >= end + margin for name in self.expected)
 
     def _empty(self) -> dict:
         n = len(self.points)
@@ -193,7 +201,7 @@ class TickAligner:
         return {"open": self.open, "closed_until": self.closed_until, "watermark": self.watermark,
                 "late": self.late, "held": self.held, "hour": self.hour, "availability": self.availability,
                 "network": self.network, "expected": self.expected, "closed_early": self.closed_early,
-                "source_watermark": self.source_watermark}
+                "source_watermark": self.source_watermark, "source_gap": self.source_gap}
 
     def restore(self, snap: dict) -> None:
         self.open = snap["open"]
@@ -204,6 +212,7 @@ class TickAligner:
         self.expected = snap.get("expected", self.expected)
         self.closed_early = snap.get("closed_early", self.closed_early)
         self.source_watermark = snap.get("source_watermark", self.source_watermark)
+        self.source_gap = snap.get("source_gap", self.source_gap)
         self.closed_until, self.watermark, self.late = snap["closed_until"], snap["watermark"], snap["late"]
 
 

@@ -200,34 +200,47 @@ def test_late_data_policy(network):
     assert add(3.6, 2.6e5, "PT-002")[0].values[row] == 9.9e5
 
 
-def test_early_close_when_every_source_has_moved_past_the_tick(network):
+def test_early_close_when_every_source_is_done_with_the_tick(network):
     """A tick closes before its lateness runs out once every source that delivered in the tick
-    before has delivered a reading stamped past its end (plus the margin): sources deliver in time
-    order, so nothing more is due. A source that falls silent holds one tick open for the whole
-    allowance and is then not waited for; a straggler after an early close is held for the next tick."""
+    before is done with it: sources deliver in time order, so one that has delivered past the
+    tick's end (+ margin), or whose next reading, one cadence after its newest, falls past it (a
+    Modbus unit polled once a second), has nothing more for it. A source that falls silent holds
+    one tick open for the whole allowance and is then not waited for; a straggler after an early
+    close is held for the next tick."""
     from pipetwin.flows.steps.align import TickAligner
 
     _, points = network
     aligner = TickAligner(points, "schutterwald", tick_s=1.0, lateness_s=0.5, max_age_s=60.0, early_margin_s=0.1)
     s = 1_000_000_000
     t0 = 1_700_000_000 * s
-    row = points.ids.index("PT-001")
+    row, row3 = points.ids.index("PT-001"), points.ids.index("PT-003")
+    clock = {"a": 0.0}
 
     def add(source, at_s, point="PT-001", value=2.0e5):
-        return [t.ts_ns - t0 for t in aligner.add(readings_batch([point], [t0 + int(at_s * s)], [value], 0, source))]
+        return [t.ts_ns - t0 for t in aligner.add(readings_batch([point], [t0 + round(at_s * s)], [value], 0, source))]
 
-    assert add("opcua:a", 0.3) == [] and add("modbus:b/1", 0.4, "PT-002") == []
-    assert add("opcua:a", 1.3) == []                       # (0, 1] knows no sources to wait for yet
-    assert add("modbus:b/1", 1.6, "PT-002") == [s]         # the lateness closes it
-    assert add("opcua:a", 2.2) == [] and add("modbus:b/1", 2.05, "PT-002") == []   # (2, 3]: b not past 2.1
-    assert add("modbus:b/1", 2.15, "PT-002") == [2 * s]    # both sources past 2.1: (1, 2] closes 0.35 s early
-    assert aligner.closed_early == 1
-    assert add("opcua:a", 3.2) == [] and add("modbus:b/1", 3.2, "PT-002") == [3 * s]   # early again
-    assert add("opcua:a", 2.9, value=3.3e5) == [] and aligner.late == 1                # a straggler: late,
-    assert aligner.held["values"][row] == 3.3e5                                        # but held for (3, 4]
-    assert add("opcua:a", 4.2) == []                        # b fell silent after 3.2 ...
-    assert add("opcua:a", 4.6) == [4 * s]                   # (3, 4] closes by the allowance (b was in it)
-    assert add("opcua:a", 5.15) == []                       # (4, 5] waits for b ...
-    assert add("opcua:a", 5.55) == [5 * s]                  # ... the allowance, once
-    assert add("opcua:a", 6.15) == [6 * s]                  # then only a is waited for
-    assert aligner.closed_early == 3
+    def opcua_until(until_s):
+        """OPC-UA-like source a: a change every 0.1 s (at .05, .15, ...) up to ``until_s``."""
+        closed = []
+        while clock["a"] + 0.1 <= until_s + 1e-9:
+            clock["a"] = round(clock["a"] + 0.1, 2)
+            closed += add("opcua:a", clock["a"] - 0.05)
+        return closed
+
+    assert opcua_until(0.4) == [] and add("modbus:b/1", 0.4, "PT-002") == []
+    assert opcua_until(1.4) == [] and add("modbus:b/1", 1.4, "PT-002") == []   # (0, 1]: no sources known yet
+    assert opcua_until(1.6) == [s]                     # the lateness closes (0, 1]
+    assert opcua_until(2.1) == []                      # a at 2.05: not past 2.1 yet
+    # a delivers 2.15; b's poll at 1.4 was its last for (1, 2] (next ~2.4): (1, 2] closes 0.35 s early
+    assert opcua_until(2.2) == [2 * s] and aligner.closed_early == 1
+    assert add("modbus:b/1", 2.4, "PT-002") == []
+    assert opcua_until(3.2) == [3 * s] and aligner.closed_early == 2
+    assert add("opcua:a", 2.9, "PT-003", 3.3e5) == [] and aligner.late == 1   # a straggler: late,
+    assert aligner.held["values"][row3] == 3.3e5                                 # but held for (3, 4]
+    assert add("opcua:a", 2.8, value=7.7e5) == [] and aligner.held["values"][row] == 2.0e5   # older: not
+    assert add("modbus:b/1", 3.4, "PT-002") == []
+    assert opcua_until(4.2) == [4 * s]                 # b's poll at 3.4 covered (3, 4]; then b falls silent
+    assert opcua_until(5.2) == []                      # (4, 5] waits for b (its next poll was due ~4.4) ...
+    assert opcua_until(5.6) == [5 * s]                 # ... the allowance, once
+    assert opcua_until(6.2) == [6 * s]                 # then only a is waited for
+    assert aligner.closed_early == 4
