@@ -16,8 +16,9 @@ Modbus unit, a Kafka partition, a replay file) delivers its readings in time ord
 poll stamps all its registers at once, an OPC-UA subscription publishes its samples cycle by
 cycle. So once every source that delivered in the tick before has delivered a reading stamped
 at least ``early_margin_s`` after the tick's end, or has delivered the reading after which its
-next, one cadence later (its steps in event time, learned as it goes), falls that far past the
-end, the tick has everything it will get, and it closes then. Points that report by exception (deadbands) need not speak for this; a source
+next, one cadence later, falls that far past the end (a poll-like source, whose every batch is one
+instant: its cadence is learned as it goes; a source whose batches hold many instants may split
+one across batches and has no cadence), the tick has everything it will get, and it closes then. Points that report by exception (deadbands) need not speak for this; a source
 that falls silent holds one tick for the whole allowance and is then not waited for. The
 allowance stays the upper bound, for the tick in which something is slow. A reading that
 arrives after its tick closed (early or not) but is newer than the value held for its point
@@ -61,7 +62,8 @@ class TickAligner:
         # early close (None: off): each source's newest event time, and the sources a tick waits for
         self.early_margin_ns = None if early_margin_s is None else int(early_margin_s * 1e9)
         self.source_watermark: dict[str, int] = {}
-        self.source_gap: dict[str, int] = {}      # each source's cadence in event time (ns)
+        self.source_gap: dict[str, int] = {}      # each poll-like source's cadence in event time (ns)
+        self.source_polls: dict[str, int] = {}    # single-instant batches in a row, per source
         self.expected: tuple[str, ...] = ()       # the sources that delivered in the tick closed last
         self.closed_early = 0
         self._ids = pa.array(points.ids, pa.string())
@@ -120,9 +122,17 @@ class TickAligner:
         for name in names:
             sel = np.ones(len(ts), bool) if len(names) == 1 else pc.equal(source, name).to_numpy(zero_copy_only=False)
             newest, before = int(ts[sel].max()), self.source_watermark.get(name, 0)
-            if before and newest > before:     # the source's cadence: EWMA of its steps in event time
-                gap = self.source_gap.get(name, newest - before)
-                self.source_gap[name] = int(0.8 * gap + 0.2 * (newest - before))
+            # a poll-like source (every batch one instant: a Modbus poll) has a cadence, the EWMA
+            # of its steps in event time; a source whose batches hold many instants (a replay, a
+            # Kafka partition) may split an instant across batches, so it has none
+            if int(ts[sel].min()) != newest:
+                self.source_gap[name] = 0
+                self.source_polls[name] = 0
+            elif before and newest > before:
+                polls = self.source_polls.get(name, 0) + 1
+                self.source_polls[name] = polls
+                gap = self.source_gap.get(name, 0) or newest - before
+                self.source_gap[name] = int(0.8 * gap + 0.2 * (newest - before)) if polls >= 3 else 0
             self.source_watermark[name] = max(before, newest)
             for end in np.unique(ends[sel & use]):
                 self.open[int(end)].setdefault("sources", set()).add(name)
@@ -201,7 +211,8 @@ class TickAligner:
         return {"open": self.open, "closed_until": self.closed_until, "watermark": self.watermark,
                 "late": self.late, "held": self.held, "hour": self.hour, "availability": self.availability,
                 "network": self.network, "expected": self.expected, "closed_early": self.closed_early,
-                "source_watermark": self.source_watermark, "source_gap": self.source_gap}
+                "source_watermark": self.source_watermark, "source_gap": self.source_gap,
+                "source_polls": self.source_polls}
 
     def restore(self, snap: dict) -> None:
         self.open = snap["open"]
@@ -213,6 +224,7 @@ class TickAligner:
         self.closed_early = snap.get("closed_early", self.closed_early)
         self.source_watermark = snap.get("source_watermark", self.source_watermark)
         self.source_gap = snap.get("source_gap", self.source_gap)
+        self.source_polls = snap.get("source_polls", self.source_polls)
         self.closed_until, self.watermark, self.late = snap["closed_until"], snap["watermark"], snap["late"]
 
 

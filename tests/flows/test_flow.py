@@ -230,17 +230,20 @@ def test_early_close_when_every_source_is_done_with_the_tick(network):
     assert opcua_until(0.4) == [] and add("modbus:b/1", 0.4, "PT-002") == []
     assert opcua_until(1.4) == [] and add("modbus:b/1", 1.4, "PT-002") == []   # (0, 1]: no sources known yet
     assert opcua_until(1.6) == [s]                     # the lateness closes (0, 1]
-    assert opcua_until(2.1) == []                      # a at 2.05: not past 2.1 yet
-    # a delivers 2.15; b's poll at 1.4 was its last for (1, 2] (next ~2.4): (1, 2] closes 0.35 s early
-    assert opcua_until(2.2) == [2 * s] and aligner.closed_early == 1
-    assert add("modbus:b/1", 2.4, "PT-002") == []
-    assert opcua_until(3.2) == [3 * s] and aligner.closed_early == 2
+    assert opcua_until(2.2) == []                      # a is past 2.1, b (no cadence known yet) is not
+    assert add("modbus:b/1", 2.4, "PT-002") == [2 * s] and aligner.closed_early == 1   # 0.1 s early
+    assert opcua_until(3.2) == [] and add("modbus:b/1", 3.4, "PT-002") == [3 * s]
+    assert aligner.source_gap["modbus:b/1"] == s and aligner.source_gap["opcua:a"] == s // 10
     assert add("opcua:a", 2.9, "PT-003", 3.3e5) == [] and aligner.late == 1   # a straggler: late,
     assert aligner.held["values"][row3] == 3.3e5                                 # but held for (3, 4]
     assert add("opcua:a", 2.8, value=7.7e5) == [] and aligner.held["values"][row] == 2.0e5   # older: not
-    assert add("modbus:b/1", 3.4, "PT-002") == []
-    assert opcua_until(4.2) == [4 * s]                 # b's poll at 3.4 covered (3, 4]; then b falls silent
-    assert opcua_until(5.2) == []                      # (4, 5] waits for b (its next poll was due ~4.4) ...
+    # b polls once a second: its poll at 3.4 was its last for (3, 4]: the tick closes once a is past
+    assert opcua_until(4.2) == [4 * s] and aligner.closed_early == 3
+    assert opcua_until(5.2) == []                      # b falls silent: (4, 5] waits for it ...
     assert opcua_until(5.6) == [5 * s]                 # ... the allowance, once
     assert opcua_until(6.2) == [6 * s]                 # then only a is waited for
     assert aligner.closed_early == 4
+    # a source whose batches hold many instants (a replay) may split one across batches: no cadence
+    aligner.add(readings_batch(["PT-004", "PT-005"], [t0 + 6 * s + s // 4, t0 + 6 * s + s // 2], [2e5, 2e5], 0,
+                               "replay:x"))
+    assert aligner.source_gap.get("replay:x", 0) == 0
