@@ -34,10 +34,13 @@ CHORD_MAX_CHANGE = 0.3
 # back: 4, 48, 824, 4763 moved -> 7, 16, 27-31, 70-73 iterations to 1e-10), to the residual share
 # PCG_RTOL of the step's own start (it shrinks with the Newton residual): on grid10k the flows then
 # balance to 4e-11 kg/s (2e-11 of the throughput) and match the factorized path's to 1e-9 kg/s, the
-# reference's to the same 0.54 of the test's tolerance as with 1e-8 or 1e-10 (20 iterations, not 27 or 33)
+# reference's to the same 0.54 of the test's tolerance as with 1e-8 or 1e-10 (20 iterations, not 27 or 33).
+# 1e-4 (14 iterations): balance 7e-11 kg/s; over 10 demand patterns of grid10k 183 -> 127 CG iterations,
+# same steps, the flows as close to a solve converged 1000x tighter (worst 0.55 of the test's tolerance
+# either way); 1e-3 (102) lets the balance slip to 1.5e-9 kg/s, near the 1e-9 of the throughput asked
 PCG_CHANGE = 0.1
 PCG_BASE = 10
-PCG_RTOL = 1e-6
+PCG_RTOL = 1e-4
 # Colebrook's flat low-flow stretch (see ``kernels.gas.settle_reversals``) ends near Re 3
 RE_PLATEAU = 3.0
 CONTROLLED = (LinkKind.PRV, LinkKind.COMPRESSOR_OUTLET, LinkKind.COMPRESSOR_RATIO)
