@@ -31,7 +31,11 @@ gas or water stream swings every day and every week. So the model
 4. reports a cluster of surprises once: an alarm (score >= ``alarm``) holds later likelihood scores
    below ``alarm`` for ``refractory`` points, because an operator (and NAB) wants the first alarm, not
    repeats of it. A new extreme (or a record surprise) still gets through once (it is news), then has its
-   own refractory period.
+   own refractory period;
+5. with ``shape`` (keyword arguments of ``ShapeNovelty``; NAB's bench sets it, the live flow does not) a
+   window of the stream unlike every shape learnt so far scores too (``shape_novelty``): a change of shape
+   inside the usual range (a daily peak gone missing, a switch to oscillation) that no prediction above
+   finds surprising. It is held by any alarm's refractory period, and does not hold the rules above back.
 
 The defaults were chosen on the whole NAB corpus (one parameter set for every file; ``pipetwin bench
 nab``) and checked on synthetic demand-like signals (tests/test_anomaly_detector.py).
@@ -44,6 +48,8 @@ from __future__ import annotations
 import copy
 import math
 from datetime import datetime, timezone
+
+from pipetwin.flows.detectors.shape_novelty import ShapeNovelty
 
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
@@ -71,7 +77,8 @@ class SeasonalAnomaly:
                  spatial: float = 0.02, z_max: float = 30.0, alarm: float = 0.5, competent: float = 2.0,
                  spatial_z: float = 1.5, warmup_s: float = 0.0, record: float = 0.5, record_after: int = 300,
                  day_types: bool = False, day_alpha: float = 0.002, day_edge_s: float = 3 * 3600.0,
-                 day_prior: float = 6.0, day_gain_limits: tuple[float, float] = (0.5, 2.0)):
+                 day_prior: float = 6.0, day_gain_limits: tuple[float, float] = (0.5, 2.0),
+                 shape: dict | None = None):
         self.level_alpha, self.err_alpha = level_alpha, err_alpha
         self.slot_s, self.slot_alpha, self.slot_min_visits = slot_s, slot_alpha, slot_min_visits
         self.periods = tuple(float(p) for p in periods)
@@ -85,6 +92,8 @@ class SeasonalAnomaly:
             raise ValueError("SeasonalAnomaly: day_types needs the daily profile (DAY_S in periods)")
         self._daily = self.periods.index(DAY_S) if day_types else -1
         self._n_knots = [max(2, int(round(p / slot_s))) for p in self.periods]
+        self.shape = dict(shape) if shape is not None else None
+        self._shape = ShapeNovelty(**self.shape) if self.shape is not None else None
         self.restore(self._fresh())
 
     def _fresh(self) -> dict:
@@ -95,7 +104,8 @@ class SeasonalAnomaly:
                 "day_fit": [[0.0, 0.0, 0.0, 0.0] for _ in range(7)],
                 "recent": [0.0] * self.window, "recent_sum": 0.0, "hist_mean": 0.0, "hist_var": 0.0,
                 "lo": math.inf, "hi": -math.inf, "since_alarm": 1 << 30, "since_extreme": 1 << 30,
-                "t_first": None, "t_last": None, "z_record": 0.0, "since_record": 1 << 30}
+                "t_first": None, "t_last": None, "z_record": 0.0, "since_record": 1 << 30, "since_any": 1 << 30,
+                "shape": ShapeNovelty(**self.shape).state if self.shape is not None else None}
 
     def snapshot(self) -> dict:
         return copy.deepcopy(self._s)
@@ -104,6 +114,10 @@ class SeasonalAnomaly:
         self._s = copy.deepcopy(snap)
         for key, value in self._fresh().items():      # a snapshot from before a key existed starts it afresh
             self._s.setdefault(key, value)
+        if self._shape is not None:
+            if self._s["shape"] is None:                # a snapshot of a model without the shape rule
+                self._s["shape"] = ShapeNovelty(**self.shape).state
+            self._shape.state = self._s["shape"]
         self._cache = None          # score_one's evaluation of a point, reused by learn_one on the same point
 
     # -- predictions -------------------------------------------------------------------------------------
@@ -237,8 +251,16 @@ class SeasonalAnomaly:
         if not math.isfinite(x):
             return 0.0                  # no reading: nothing to judge (and nothing learnt, see learn_one)
         r = self._evaluate(x, ts)
-        self._cache = (x, ts, self._s["n"], r)
-        return r[0]
+        self._cache = (x, ts, self._s["n"], r, self._with_shape(x, r[0]))
+        return self._cache[4]
+
+    def _with_shape(self, x: float, score: float) -> float:
+        """The score with the shape rule's (see ``shape_novelty``): a new shape is news too, unless any alarm
+        (the model's or the shape rule's) was raised within ``refractory`` points. A shape alarm does not hold
+        the model's own rules back: they report their own clusters once, as before."""
+        if self._shape is None or not self.ready() or self._s["since_any"] < self.refractory:
+            return score
+        return max(score, self._shape.peek(x))
 
     # -- learning ----------------------------------------------------------------------------------------
     def learn_one(self, x: float, t=None) -> None:
@@ -249,13 +271,17 @@ class SeasonalAnomaly:
         c = self._cache
         fresh = c is not None and c[0] == x and c[1] == ts and c[2] == s["n"]
         score, extreme, z, profiles, z_level, record, day = c[3] if fresh else self._evaluate(x, ts)
+        final = c[4] if fresh else self._with_shape(x, score)
         self._cache = None
+        s["since_any"] = 0 if (final >= self.alarm and s["since_any"] >= self.refractory) else s["since_any"] + 1
         s["since_alarm"] = 0 if (score >= self.alarm and s["since_alarm"] >= self.refractory) else s["since_alarm"] + 1
         s["since_extreme"] = 0 if extreme else s["since_extreme"] + 1
         s["since_record"] = 0 if record else s["since_record"] + 1
         s["z_record"] = max(s["z_record"], z_level)
         self._learn_surprise(z)
         self._learn_errors(x, profiles)
+        if self._shape is not None:
+            self._shape.update(x)
         xr = x if day is None else self._learn_day(x, day, ts)      # x net of its day type's map
         if ts is not None:
             self._learn_profile(x, ts, xr)

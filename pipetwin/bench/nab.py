@@ -5,6 +5,9 @@ Every file is streamed point by point through a fresh model with the same parame
 tuning; the labels are read only by the scorer, after detection). Progress goes to stderr; the
 figures go to stdout as ``key=value`` lines: ``standard``, ``low_fp``, ``low_fn``, ``files``, ``seconds``.
 ``--detector river-sad`` runs river's StandardAbsoluteDeviation instead, the issue's baseline anchor.
+The pipetwin model runs with its shape-novelty rule (``flows/detectors/shape_novelty.py``), which uses what
+NAB hands every detector before the first point: the file's min and max and its probationary period;
+``--no-shape`` runs the model without it (the live flow's default).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import csv
 import fnmatch
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -69,10 +73,29 @@ def list_files(nab_dir: Path, only: str | None, limit: int | None) -> list[str]:
     return names
 
 
-def make_model(detector: str):
+# the shape-novelty rule (flows/detectors/shape_novelty.py): windows of WIDTH downsampled values, the
+# downsampling step set so that the probation holds WINDOWS_PER_PROBATION windows (as ARTime does)
+SHAPE_WIDTH, WINDOWS_PER_PROBATION = 8, 13
+SHAPE_VIGILANCE, SHAPE_QUIET = 0.6, 60
+
+
+def probation(n: int) -> int:
+    """NAB's probationary period of a file of n points (NAB tells its detectors this up front)."""
+    return int(min(math.floor(0.15 * n), 750))
+
+
+def make_model(detector: str, f: NabFile | None = None, shape: bool = True):
+    """A fresh model for file f. NAB hands each detector the file's min and max (inputMin/inputMax) and its
+    probationary period before the first point; the shape rule uses them, the rest of the model does not."""
     if detector == "pipetwin":
         from pipetwin.flows.detectors.anomaly_model import SeasonalAnomaly
-        return SeasonalAnomaly()
+        if not shape or f is None or not f.values:
+            return SeasonalAnomaly()
+        pb = probation(len(f.values))
+        step = max(1, pb // (SHAPE_WIDTH * WINDOWS_PER_PROBATION))
+        return SeasonalAnomaly(shape={"step": step, "width": SHAPE_WIDTH, "vigilance": SHAPE_VIGILANCE,
+                                      "quiet": SHAPE_QUIET, "probation": pb,
+                                      "lo": min(f.values), "hi": max(f.values)})
     if detector == "river-sad":
         return RiverSad()
     raise SystemExit(f"unknown detector {detector!r} (choose from {', '.join(DETECTORS)})")
@@ -93,11 +116,11 @@ class RiverSad:
         self.model.learn_one(None, x)
 
 
-def detect(args: tuple[str, Path, str]) -> tuple[str, np.ndarray, float]:
+def detect(args: tuple[str, Path, str, bool]) -> tuple[str, np.ndarray, float]:
     """Stream one file through a fresh model: score each point before learning it."""
-    name, path, detector = args
+    name, path, detector, shape = args
     f = read_file(path, name)
-    model = make_model(detector)
+    model = make_model(detector, f, shape)
     out = np.empty(len(f.values))
     t0 = time.perf_counter()
     score, learn = model.score_one, model.learn_one
@@ -107,10 +130,10 @@ def detect(args: tuple[str, Path, str]) -> tuple[str, np.ndarray, float]:
     return name, out, time.perf_counter() - t0
 
 
-def run(nab_dir: Path, names: list[str], detector: str, processes: int, progress=None
+def run(nab_dir: Path, names: list[str], detector: str, processes: int, progress=None, shape: bool = True
         ) -> tuple[dict[str, np.ndarray], float]:
     """Scores per file, and the seconds spent in the model's loop summed over files."""
-    jobs = [(n, nab_dir / "data" / n, detector) for n in names]
+    jobs = [(n, nab_dir / "data" / n, detector, shape) for n in names]
     scores, loop_s = {}, 0.0
     with Pool(processes) if processes > 1 else _Serial() as pool:
         for name, s, seconds in pool.imap_unordered(detect, jobs):
@@ -148,7 +171,8 @@ def labelled(nab_dir: Path, names: list[str]) -> tuple[list[LabelledFile], int]:
     return out, sum(len(windows[n]) for n in names)
 
 
-def evaluate(nab_dir: Path, names: list[str], detector: str, processes: int, quiet: bool = False) -> dict:
+def evaluate(nab_dir: Path, names: list[str], detector: str, processes: int, quiet: bool = False,
+             shape: bool = True) -> dict:
     """Detect over the files, then score: {profile: ProfileResult, 'files': n, 'seconds': s}."""
     from rich.console import Console
     from rich.progress import Progress
@@ -156,7 +180,7 @@ def evaluate(nab_dir: Path, names: list[str], detector: str, processes: int, qui
     t0 = time.perf_counter()
     with Progress(transient=True, disable=quiet, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"{detector} over NAB", total=len(names))
-        scores, loop_s = run(nab_dir, names, detector, processes, progress=lambda n: bar.advance(task))
+        scores, loop_s = run(nab_dir, names, detector, processes, progress=lambda n: bar.advance(task), shape=shape)
     seconds = time.perf_counter() - t0
     files, n_windows = labelled(nab_dir, names)
     profiles = load_profiles(nab_dir / "config" / "profiles.json")
@@ -175,9 +199,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--detector", choices=DETECTORS, default="pipetwin")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-shape", action="store_true", help="pipetwin without the shape-novelty rule (the earlier model)")
     o = p.parse_args(argv)
     names = list_files(o.nab_dir, o.only, o.files)
-    r = evaluate(o.nab_dir, names, o.detector, max(1, o.processes), o.quiet)
+    r = evaluate(o.nab_dir, names, o.detector, max(1, o.processes), o.quiet, shape=not o.no_shape)
     for name, res in r["results"].items():
         print(f"{name}: threshold={res.threshold:.6g} raw={res.raw:.3f} null={res.null:.3f} "
               f"perfect={res.perfect:.0f} tp={res.counts['tp']} fp={res.counts['fp']}", file=sys.stderr)
@@ -187,6 +212,7 @@ def main(argv: list[str]) -> int:
     for name, res in r["results"].items():
         print(f"{PROFILE_NAMES.get(name, name)}={res.normalized:.1f}")
     print(f"detector={o.detector}")
+    print(f"shape={0 if o.no_shape or o.detector != 'pipetwin' else 1}")
     print(f"files={r['files']}")
     print(f"points={r['points']}")
     print(f"seconds={r['seconds']:.1f}")
