@@ -11,7 +11,7 @@ and reported as unsupplied.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -135,6 +135,7 @@ class GasSolver:
         self._pipe_constants()
         # Colebrook at every Re has a step at zero flow that Newton can circle around (kernel doc)
         self.plateau = self.law == gk.COLEBROOK and not self.options.laminar_switch
+        self._laminar: GasSolver | None = None    # the fallback for a solve that stalls (see solve)
         self.re_unit = np.ascontiguousarray(g.dynamic_viscosity_pa_s * 0.25 * np.pi * self.pipe_d)  # flow at Re 1
         # each link's mode in a Newton step; controlled links are set from their status each step
         self.base_mode = np.full(model.n_links, gk.MODE_NONE, np.int64)
@@ -248,6 +249,26 @@ class GasSolver:
     # -- the solve --------------------------------------------------------------------------------
     def solve(self, demand: np.ndarray | None = None, *, warm_start: SolveResult | None = None,
               source_pressure_pa: np.ndarray | None = None, setting: np.ndarray | None = None) -> SolveResult:
+        """Steady state for ``demand``. Pure Colebrook (pandapipes' law, the default) is applied far
+        below its validity in stagnant pipes, where lambda m^2 is nearly flat (Re ~1e-3 to 3): a
+        circulation between stagnant parallel pipes can then stall Newton. A twin must not stall, so
+        such a solve is done again with the laminar switch (64/Re below Re 2300, the physics there),
+        and the result says so (``extra["laminar_fallback"]``)."""
+        r = self._solve(demand, warm_start=warm_start, source_pressure_pa=source_pressure_pa, setting=setting)
+        if r.converged or not self.plateau or r.message != "iteration limit reached":
+            return r
+        if self._laminar is None:
+            self._laminar = GasSolver(self.model, replace(self.options, laminar_switch=True))
+        lam = self._laminar.solve(demand, source_pressure_pa=source_pressure_pa, setting=setting)
+        if lam.converged:
+            lam.message = "converged with the laminar switch (pure Colebrook stalled on stagnant pipes)"
+            lam.iterations += r.iterations
+            lam.elapsed_s += r.elapsed_s
+        lam.extra["laminar_fallback"] = True
+        return lam
+
+    def _solve(self, demand: np.ndarray | None = None, *, warm_start: SolveResult | None = None,
+               source_pressure_pa: np.ndarray | None = None, setting: np.ndarray | None = None) -> SolveResult:
         t0 = time.perf_counter()
         model, opt = self.model, self.options
         links, nodes = model.links, model.nodes
