@@ -62,23 +62,37 @@ def laplacian_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, c
     keeps rounding proportional to the step, not to |x| (conductances span many decades).
     Returns False when C is not positive definite."""
     n = perm.shape[0]
-    scatter_links(w, pos_a, pos_b, pos_ab, cx)
-    for i in range(diag_extra.shape[0]):
-        cx[cdiag[pinv[i]]] += diag_extra[i]
+    _fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx)
     if refactor:
         if not chol_numeric(n, cp, ci, cx, rp, rj, lp, li, lx, dinv, work, cw):
             return False
-    xp = np.empty(n)
-    res = np.empty(n)
-    bp = np.empty(n)
-    for j in range(n):
-        xp[j] = x0[perm[j]]
-        bp[j] = rhs[perm[j]]
-    _sym_upper_residual(n, cp, ci, cx, bp, xp, res)
+    xp, res = _permuted_residual(perm, cp, ci, cx, rhs, x0)
     chol_solve(n, lp, li, lx, dinv, res)
     for j in range(n):
         out[perm[j]] = xp[j] + res[j]
     return True
+
+
+@njit(cache=True)
+def _fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx):
+    """The permuted matrix's values from the link conductances ``w`` plus the pinned diagonal."""
+    scatter_links(w, pos_a, pos_b, pos_ab, cx)
+    for i in range(diag_extra.shape[0]):
+        cx[cdiag[pinv[i]]] += diag_extra[i]
+
+
+@njit(cache=True)
+def _permuted_residual(perm, cp, ci, cx, rhs, x0):
+    """x0 in the factorization's row order, and rhs - C x0 there."""
+    n = perm.shape[0]
+    xp = np.empty(n)
+    bp = np.empty(n)
+    r = np.empty(n)
+    for j in range(n):
+        xp[j] = x0[perm[j]]
+        bp[j] = rhs[perm[j]]
+    _sym_upper_residual(n, cp, ci, cx, bp, xp, r)
+    return xp, r
 
 
 @njit(cache=True)
@@ -108,16 +122,8 @@ def laplacian_pcg(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci
     undefined): each iteration costs two triangular solves, so a caller caps it below what a
     factorization costs."""
     n = perm.shape[0]
-    scatter_links(w, pos_a, pos_b, pos_ab, cx)
-    for i in range(diag_extra.shape[0]):
-        cx[cdiag[pinv[i]]] += diag_extra[i]
-    xp = np.empty(n)
-    bp = np.empty(n)
-    r = np.empty(n)
-    for j in range(n):
-        xp[j] = x0[perm[j]]
-        bp[j] = rhs[perm[j]]
-    _sym_upper_residual(n, cp, ci, cx, bp, xp, r)
+    _fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx)
+    xp, r = _permuted_residual(perm, cp, ci, cx, rhs, x0)
     r0 = 0.0
     for j in range(n):
         r0 += r[j] * r[j]

@@ -386,6 +386,16 @@ def settle_reversals(pipes, m_old, m_new, re_unit, re_edge, re_plateau, flipped_
     return settled
 
 
+@njit(cache=True, inline="always")
+def _relative_change(a, b):
+    """|a - b| / max(|a|, |b|), 0 where both are 0, 1 (or more) where either is not finite."""
+    s = max(abs(a), abs(b))
+    if s == 0.0:
+        return 0.0
+    r = abs(a - b) / s
+    return r if r == r else 1.0
+
+
 @njit(cache=True)
 def max_relative_change(w, w_ref):
     """max |w - w_ref| / max(|w|, |w_ref|): how far conductances moved from a factorized set. When
@@ -394,16 +404,7 @@ def max_relative_change(w, w_ref):
     contracts. Non-finite values count as 1."""
     worst = 0.0
     for k in range(w.shape[0]):
-        a = w[k]
-        b = w_ref[k]
-        s = max(abs(a), abs(b))
-        if s == 0.0:
-            continue
-        r = abs(a - b) / s
-        if not r <= 1.0:
-            r = 1.0
-        if r > worst:
-            worst = r
+        worst = max(worst, min(_relative_change(w[k], w_ref[k]), 1.0))
     return worst
 
 
@@ -414,12 +415,6 @@ def count_changed(w, w_ref, rel):
     the identity but for that many eigenvalues. Non-finite values count as moved."""
     count = 0
     for k in range(w.shape[0]):
-        a = w[k]
-        b = w_ref[k]
-        s = max(abs(a), abs(b))
-        if s == 0.0:
-            continue
-        r = abs(a - b) / s
-        if not r <= rel:
+        if not _relative_change(w[k], w_ref[k]) <= rel:
             count += 1
     return count
