@@ -18,6 +18,7 @@ from pipetwin.kernels.cholesky import (  # noqa: F401  (re-exported: the water s
     scatter_links,
     _ereach, _sym_upper_residual, chol_numeric, chol_row_patterns, chol_solve, chol_symbolic,
     gga_matrix_pattern)
+from pipetwin.kernels.graph import component_labels
 
 # -- units -----------------------------------------------------------------------------------
 FT = 0.3048                      # m per ft
@@ -783,28 +784,11 @@ def gga_trials(ltype, n1, n2, law, r, km, rel_rough, visc_d, hexp, rqtol, pump_t
 def cut_off(n1, n2, use_link, fixed):
     """Nodes in a connected component (over links with ``use_link``) without a fixed-head node."""
     n = fixed.shape[0]
-    root = np.arange(n)
-    for k in range(n1.shape[0]):
-        if not use_link[k]:
-            continue
-        a = n1[k]
-        while root[a] != a:
-            root[a] = root[root[a]]
-            a = root[a]
-        b = n2[k]
-        while root[b] != b:
-            root[b] = root[root[b]]
-            b = root[b]
-        if a != b:
-            root[a] = b
+    root = component_labels(n, n1, n2, use_link)
     supplied = np.zeros(n, np.bool_)
     for i in range(n):
-        a = i
-        while root[a] != a:
-            a = root[a]
-        root[i] = a
         if fixed[i]:
-            supplied[a] = True
+            supplied[root[i]] = True
     out = np.empty(n, np.bool_)
     for i in range(n):
         out[i] = not supplied[root[i]]
