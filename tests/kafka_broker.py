@@ -116,3 +116,29 @@ def delete_topic(broker: str, name: str) -> None:
             future.result(30)
         except Exception:      # already gone, or the broker does not delete: the name is unique anyway
             pass
+
+
+def read_topic(broker: str, topic: str, partitions: int, group: str, timeout_s: float = 30.0) -> list:
+    """Every message in the topic's partitions, from the start to each partition's end (the
+    messages as confluent-kafka gives them; an error other than the end of a partition fails)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out, ended = [], set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(ended) < partitions and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                ended.add(msg.partition())
+                continue
+            out.append(msg)
+    finally:
+        consumer.close()
+    assert len(ended) == partitions, f"{topic}: only partitions {sorted(ended)} reached their end in {timeout_s} s"
+    return out

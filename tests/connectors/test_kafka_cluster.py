@@ -21,7 +21,7 @@ from pipetwin.connectors.kafka import (DecodedReadingSource, ReadingProducer, Zo
                                        check_topic, ensure_topic, murmur2, partition_for_key,
                                        zone_partitions)
 from pipetwin.connectors.reading import BAD, GOOD, readings_batch
-from tests.kafka_broker import delete_topic, kafka_broker, new_topic  # noqa: F401  (kafka_broker: a fixture)
+from tests.kafka_broker import delete_topic, kafka_broker, new_topic, read_topic  # noqa: F401  (kafka_broker: a fixture)
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -261,8 +261,6 @@ def test_broker_live_source_reads_only_what_arrives_and_ends(kafka_broker):
 
 
 async def test_simulator_publishes_every_step_keyed_by_zone(kafka_broker, network):
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
     from pipetwin.connectors.kafka import decode_batch
     from pipetwin.connectors.simulator import FieldSimulator
     from pipetwin.connectors.simulator_run import KafkaTarget, SimulatorRun
@@ -280,25 +278,13 @@ async def test_simulator_publishes_every_step_keyed_by_zone(kafka_broker, networ
         assert (stats.steps, stats.kafka_batches, stats.kafka_rows) == (5, 5, 5 * n_scada)
         assert run.producer.stats.failed == 0 and run.producer.stats.delivered == run.producer.stats.messages
         zones = ZoneMap.from_model(model, points, n_zones=4)
-        consumer = Consumer({"bootstrap.servers": kafka_broker, "group.id": "sim", "enable.auto.commit": False,
-                             "enable.partition.eof": True})
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
-        rows, ended = [], set()
-        deadline = time.monotonic() + 30
-        while len(ended) < 2 and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                ended.add(msg.partition())
-                continue
+        rows = []
+        for msg in read_topic(kafka_broker, topic, 2, "sim"):
             batch = decode_batch(msg.value())
             zone = msg.key().decode()
             assert set(zones.zone_of(batch.column("point")).tolist()) == {zone}
             assert msg.partition() == partition_for_key(zone, 2)
             rows.extend(zip(batch.column("point").to_pylist(), batch.column("ts").cast(pa.int64()).to_pylist()))
-        consumer.close()
     finally:
         delete_topic(kafka_broker, topic)
     assert len(rows) == 5 * n_scada

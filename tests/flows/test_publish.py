@@ -7,12 +7,10 @@ from __future__ import annotations
 import time
 
 from pipetwin.connectors.kafka import ZoneMap, decode_batch, partition_for_key
-from tests.kafka_broker import delete_topic, kafka_broker, new_topic  # noqa: F401  (kafka_broker: a fixture)
+from tests.kafka_broker import delete_topic, kafka_broker, new_topic, read_topic  # noqa: F401  (kafka_broker: a fixture)
 
 
 def test_edge_publishes_the_field_keyed_by_zone(kafka_broker, tmp_path):
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
     from pipetwin.connectors.opcua_server import free_port
     from pipetwin.connectors.points import load_points
     from pipetwin.connectors.simulator_run import write_meter_file
@@ -38,20 +36,9 @@ def test_edge_publishes_the_field_keyed_by_zone(kafka_broker, tmp_path):
                           kafka_zones=4)
         stats = publish(model, points, edge, say=said.append)
         zones = ZoneMap.from_model(model, points, n_zones=4)
-        consumer = Consumer({"bootstrap.servers": kafka_broker, "group.id": "edge", "enable.auto.commit": False,
-                             "enable.partition.eof": True})
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
         seen: dict[str, set] = {}
-        ended, messages, rows = set(), 0, 0
-        deadline = time.monotonic() + 30
-        while len(ended) < 2 and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                ended.add(msg.partition())
-                continue
+        messages, rows = 0, 0
+        for msg in read_topic(kafka_broker, topic, 2, "edge"):
             messages += 1
             batch = decode_batch(msg.value())
             rows += batch.num_rows
@@ -60,7 +47,6 @@ def test_edge_publishes_the_field_keyed_by_zone(kafka_broker, tmp_path):
             assert msg.partition() == partition_for_key(zone, 2)
             for p, s in zip(batch.column("point").to_pylist(), batch.column("source").to_pylist()):
                 seen.setdefault(p, set()).add(s.split(":", 1)[0])
-        consumer.close()
     finally:
         simulator.stop()
         delete_topic(kafka_broker, topic)
