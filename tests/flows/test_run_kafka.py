@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipetwin.connectors.kafka import ZoneMap, partition_for_key
+from tests.flows.test_cluster import free_ports
 from tests.kafka_broker import delete_topic, kafka_broker, new_topic  # noqa: F401  (kafka_broker: a fixture)
 
 
@@ -88,18 +89,6 @@ def test_simulator_to_kafka_to_flow_to_redis(kafka_broker, tmp_path):
     assert {partition_for_key(z, 2) for z in got_zones} == {0, 1}
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_flow_processes_share_the_partitions(kafka_broker, tmp_path):
     """``pipetwin run --addresses A;B --process-id 0|1``: a bytewax cluster of two processes on
@@ -126,7 +115,7 @@ def test_two_flow_processes_share_the_partitions(kafka_broker, tmp_path):
     del raw                       # its connection would outlive the session's broker (log noise at exit)
     redis = start_embedded_redis(port=0)
     sim, _ = _start_simulator(kafka_broker, topic, duration_s=90)
-    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(2))
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))
     procs = []
     try:
         for i in range(2):
