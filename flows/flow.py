@@ -69,6 +69,7 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
     in ns (wall clock live, event time for replays); ``detectors`` builds fresh detector objects
     (one set per key)."""
     network = config.network
+    zones = make_zones(model, config.n_zones)      # one zoning for the twin's multipliers and the balance
     flow = Dataflow("pipetwin")
     sources = source if isinstance(source, list) else [source]
     # RecordBatch in the Reading schema
@@ -91,7 +92,7 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
         config.network_of))
     # (network, TwinState)
     states = op.stateful("twin", ticks, lambda resume: TwinLogic(
-        TwinUpdater(model, points, n_zones=config.n_zones), resume))
+        TwinUpdater(model, points, zones=zones), resume))
     # (network, RecordBatch) of the meters' interval reads only
     meter_ids = pa.array([p for p, proto in zip(points.ids, points.protocol) if proto == "meter"], pa.string())
     meters = op.filter_map_value("meter_reads", accepted, lambda b: _only(b, meter_ids))
@@ -99,7 +100,7 @@ def build_flow(source: Source | list[Source], model: NetworkModel, points: Point
     tagged = op.merge("states_and_meters", op.map_value("tag_state", states, lambda st: ("state", st)),
                       op.map_value("tag_meters", meters, lambda b: ("meters", b)))
     balanced = op.stateful("balance", tagged, lambda resume: BalanceLogic(
-        ZoneBalance(model, points, meter_lateness_s=config.meter_lateness_s, zones=make_zones(model, config.n_zones)),
+        ZoneBalance(model, points, meter_lateness_s=config.meter_lateness_s, zones=zones),
         config.tick_s, resume))
     # (network, ("state", TwinState) | ("alert", Alert))
     detected = op.stateful("detect", balanced, lambda resume: DetectLogic(detectors(), AlertBook(network), resume))
