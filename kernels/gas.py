@@ -38,12 +38,53 @@ TWO_OVER_LN10 = 2.0 / LN10
 RE_FLOOR = 1e-3
 
 
+# Halley's steps stop once a step is below this share of x: the error left is then below
+# 0.13 |dx|^3 / x^2 (see ``colebrook_x``), 1e-15 of x for ``colebrook``'s 2e-5. The solver's pipe law
+# stops at 1e-3 (1.3e-10 of x, lambda to 3e-10: 4e-7 Pa of grid10k's largest drop, against a 1e-3 Pa
+# tolerance), which spares a second logarithm whenever its cached start is within ~1e-3.
+X_TOL_EXACT = 2e-5
+X_TOL_SOLVER = 1e-3
+
+
+@njit(cache=True, inline="always")
+def colebrook_x(a, b, x, tol):
+    """Colebrook-White in x = 1/sqrt(lambda): the root of g(x) = x + 2 log10(a x + b) (a = 2.51 / Re,
+    b = k / (3.71 D)) by Halley's method from ``x`` (> 0), until a step falls below ``tol`` |x|.
+    Returns (lambda, Re dlambda/dRe, x). One division and one logarithm per step, one division
+    after: with t = ln10 (a x + b) and s = t + 2a, g' = s / t, g'' = -2 ln10 a^2 / t^2."""
+    if not (x > 0.0) or x > 1e6:
+        x = 1.0
+    for _ in range(60):
+        arg = a * x + b
+        g = x + TWO_OVER_LN10 * math.log(arg)     # log, not log10: libm's log is ~30% faster
+        t = LN10 * arg
+        s = t + 2.0 * a
+        # Halley: dx = 2 g g' / (2 g'^2 - g g'') = g s t / (s^2 + ln10 a^2 g); far from the root (the
+        # correction would more than double Newton's) Newton's g / g' = g t / s
+        den = s * s + LN10 * a * a * g
+        dx = g * s * t / den if den > 0.5 * s * s else g * t / s
+        xn = x - dx
+        if xn <= 0.0:
+            xn = 0.5 * x
+        # the error left after a Halley step dx is about |dx|^3 / x^2 (|g''/g'| <= ln10 u^2 < 1/x^2,
+        # a x < arg): measured over Re 1e-3..1e8 and k/D 0..0.05 it is at most 0.13 |dx|^3 / x^2, so
+        # after a step of 2e-5 |x| it is below 1.1e-15 |x| (5 ulp) without one more log to confirm it
+        if abs(xn - x) <= tol * abs(xn):
+            x = xn
+            break
+        x = xn
+    # lambda = 1 / x^2 and, implicitly from g(x, Re) = 0, Re dlambda/dRe = -4 a lambda / s at the
+    # final x: both from one division
+    s = LN10 * (a * x + b) + 2.0 * a
+    q = 1.0 / (x * x * s)
+    return q * s, -4.0 * a * q, x
+
+
 @njit(cache=True)
 def colebrook(re, rel_rough, guess):
     """Darcy friction factor from Colebrook-White, 1/sqrt(l) = -2 log10(2.51/(Re sqrt(l)) + k/(3.71 D)),
-    solved by Halley's method in x = 1/sqrt(l) to machine precision, from ``guess`` (a previous lambda) when
-    positive, else from Swamee-Jain (no default arguments: numba's cache mishandles them).
-    Returns (lambda, dlambda/dRe)."""
+    to machine precision, from ``guess`` (a previous lambda) when positive, else from Swamee-Jain
+    (no default arguments: numba's cache mishandles them). Returns (lambda, dlambda/dRe)."""
     if re <= 0.0:
         return 0.0, 0.0
     if re < RE_FLOOR:
@@ -53,44 +94,17 @@ def colebrook(re, rel_rough, guess):
         lam1, _ = colebrook(RE_FLOOR, rel_rough, 0.0)
         lam = lam1 * RE_FLOOR / re
         return lam, -lam / re
-    a = 2.51 / re
-    b = rel_rough / 3.71
-    # Swamee-Jain start, then Halley (third order) on g(x) = x + 2 log10(a x + b)
+    lam, re_dlam, _ = colebrook_x(2.51 / re, rel_rough / 3.71, _colebrook_start(re, rel_rough, guess),
+                                  X_TOL_EXACT)
+    return lam, re_dlam / re
+
+
+@njit(cache=True, inline="always")
+def _colebrook_start(re, rel_rough, guess):
+    """x = 1/sqrt(lambda) to start Halley from: the guess's, else Swamee-Jain's."""
     if guess > 0.0:
-        x = 1.0 / math.sqrt(guess)
-    else:
-        sj = 0.25 / math.log10(rel_rough / 3.7 + 5.74 / re ** 0.9) ** 2
-        x = 1.0 / math.sqrt(sj)
-    if not (x > 0.0) or x > 1e6:
-        x = 1.0
-    for _ in range(60):
-        arg = a * x + b
-        g = x + TWO_OVER_LN10 * math.log(arg)     # log, not log10: libm's log is ~30% faster
-        u = a / (arg * LN10)
-        dg = 1.0 + 2.0 * u
-        # Halley: dx = 2 g g' / (2 g'^2 - g g''), g'' = -2 ln10 u^2; far from the root (the
-        # correction would more than double Newton's) Newton's g / g'
-        den = dg * dg + LN10 * u * u * g
-        dx = g * dg / den if den > 0.5 * dg * dg else g / dg
-        xn = x - dx
-        if xn <= 0.0:
-            xn = 0.5 * x
-        # the error left after a Halley step dx is about |dx|^3 / x^2 (|g''/g'| <= ln10 u^2 < 1/x^2,
-        # a x < arg): measured over Re 1e-3..1e8 and k/D 0..0.05 it is at most 0.13 |dx|^3 / x^2, so
-        # after a step of 2e-5 |x| it is below 1.1e-15 |x| (5 ulp): machine precision without one
-        # more log to confirm it (2e-6 asked more second logs: a grid10k solve's 8 calls took
-        # 0.4-0.8 ms of 14.5 more; Newton, second order, needed steps of 1e-7)
-        if abs(xn - x) <= 2e-5 * abs(xn):
-            x = xn
-            break
-        x = xn
-    lam = 1.0 / (x * x)
-    # implicit derivative: g(x, Re) = 0 -> dx/dRe = -(dg/dRe)/(dg/dx), with v = 2 / (ln10 arg):
-    # dg/dx = 1 + a v, dg/dRe = -v a x / Re (a = 2.51 / Re); dlambda/dRe = -2 lambda / x dx/dRe
-    arg = a * x + b
-    v = TWO_OVER_LN10 / arg
-    dlam_dre = -2.0 * lam * v * a / (re * (1.0 + a * v))
-    return lam, dlam_dre
+        return 1.0 / math.sqrt(guess)
+    return 2.0 * abs(math.log10(rel_rough / 3.7 + 5.74 / re ** 0.9))
 
 
 @njit(cache=True)
@@ -171,8 +185,9 @@ def mean_pressure(p1, p2):
 
 @njit(cache=True, inline="always")
 def pipe_term(m, p1, p2, dz_m, d, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n, p_n, t_n, t_k, g,
-              z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, lam_guess):
-    """One pipe's (phi, dphi/dm, friction factor for the next call's guess): see ``pipe_terms``."""
+              z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_guess):
+    """One pipe's (phi, dphi/dm, Colebrook's x = 1/sqrt(lambda) for the next call's start): see
+    ``pipe_terms``."""
     inv_d = 1.0 / d
     area = 0.25 * math.pi * d * d
     inv_area = (4.0 / math.pi) * inv_d * inv_d
@@ -180,69 +195,70 @@ def pipe_term(m, p1, p2, dz_m, d, l_m, k_m, zeta, law, laminar_switch, efficienc
     l_d = l_m * inv_d
     ma = abs(m)
     re = ma * re_per_kg_s
-    lam_out = lam_guess
+    x_out = x_guess
+    lin = 0.0
+    lam = 0.0
+    re_dlam = 0.0       # Re dlambda/dRe: d(lambda)/d|m| |m|, no division by Re
     if laminar_switch and re <= RE_LAMINAR:
         # Hagen-Poiseuille: lambda m|m| = 64 (eta A / D) m, linear, no division by Re
-        lin = 64.0 * eta * area / d / (efficiency * efficiency)
-        lam = 0.0
-        dlam_dre = 0.0
+        lin = 64.0 * eta * area * inv_d
     elif law == COLEBROOK and re < RE_FLOOR and not laminar_switch:
         # linear continuation of Colebrook near zero flow (see ``colebrook``): lambda m|m|
         # = lambda(Re_floor) Re_floor (eta A / D) m, computed without dividing by Re
-        lam1, _ = colebrook(RE_FLOOR, k_m / d, 0.0)
-        lam1 = lam1 / (efficiency * efficiency)
-        lin = lam1 * RE_FLOOR * eta * area / d
-        lam = 0.0
-        dlam_dre = 0.0
+        lam1, _ = colebrook(RE_FLOOR, k_m * inv_d, 0.0)
+        lin = lam1 * RE_FLOOR * eta * area * inv_d
+    elif law == COLEBROOK and (not laminar_switch or re >= RE_TURBULENT):
+        start = x_guess if x_guess > 0.0 else _colebrook_start(re, k_m * inv_d, 0.0)
+        lam, re_dlam, x_out = colebrook_x(2.51 / re, k_m * inv_d * (1.0 / 3.71), start, X_TOL_SOLVER)
     else:
-        lin = 0.0
-        lam, dlam_dre = friction_factor(law, re, d, k_m, laminar_switch, lam_guess)
-        lam_out = lam
+        lam, dlam_dre = friction_factor(law, re, d, k_m, laminar_switch, 0.0)
+        re_dlam = dlam_dre * re
     inv_eff2 = 1.0 / (efficiency * efficiency)
-    lam = lam * inv_eff2
-    dlam_dre = dlam_dre * inv_eff2
     pm = mean_pressure(p1, p2)
     z_m, _ = compressibility(z_model, pm, z_const, z_offset, z_slope, ppc, tpc, t_k)
-    z1, _ = compressibility(z_model, p1, z_const, z_offset, z_slope, ppc, tpc, t_k)
-    z2, _ = compressibility(z_model, p2, z_const, z_offset, z_slope, ppc, tpc, t_k)
-    rho_m = 0.5 * rho_n * t_n / (p_n * t_k) * (p1 / z1 + p2 / z2)
     c = (p_n * t_k / (t_n * rho_n)) * z_m * inv_area * inv_area
-    f = lam * l_d + zeta
-    df_dm = dlam_dre * re_per_kg_s * l_d     # d f / d|m|
-    phi = c * (f * m * ma + lin * l_d * m) - rho_m * g * dz_m * (p1 + p2)
-    der = c * (2.0 * f * ma + df_dm * ma * ma + lin * l_d)
+    f = lam * inv_eff2 * l_d + zeta
+    lin_l = lin * inv_eff2 * l_d
+    phi = c * (f * m * ma + lin_l * m)
+    der = c * (2.0 * f * ma + re_dlam * inv_eff2 * l_d * ma + lin_l)
+    if dz_m != 0.0:
+        z1, _ = compressibility(z_model, p1, z_const, z_offset, z_slope, ppc, tpc, t_k)
+        z2, _ = compressibility(z_model, p2, z_const, z_offset, z_slope, ppc, tpc, t_k)
+        # mean of the end densities, rho_n T_n p / (p_n T Z)
+        rho_m = 0.5 * rho_n * t_n / (p_n * t_k) * (p1 * z2 + p2 * z1) / (z1 * z2)
+        phi -= rho_m * g * dz_m * (p1 + p2)
     if der < min_dphi:
         der = min_dphi
-    return phi, der, lam_out
+    return phi, der, x_out
 
 
 @njit(cache=True, parallel=True)
 def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency,
                eta, rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc,
-               min_dphi, lam_cache, phi, dphi):
+               min_dphi, x_cache, phi, dphi):
     """For every pipe: phi(m) = p1^2 - p2^2 as the pipe law gives it at flow m (with Z_m and rho_m
     from the current pressures), and dphi/dm (floored at ``min_dphi`` so zero flow stays finite).
 
-    dz_m = h_from - h_to. Writes into ``phi`` and ``dphi``; ``lam_cache`` holds each pipe's last
-    friction factor (0 = none) and is updated, so Colebrook's inner Newton starts close. Pipes
+    dz_m = h_from - h_to. Writes into ``phi`` and ``dphi``; ``x_cache`` holds each pipe's last
+    Colebrook x = 1/sqrt(lambda) (0 = none) and is updated, so Halley's iteration starts close. Pipes
     are independent: both cores share them (``pipe_terms_serial`` is the same on one thread)."""
     for k in prange(m.shape[0]):
-        phi[k], dphi[k], lam_cache[k] = pipe_term(
+        phi[k], dphi[k], x_cache[k] = pipe_term(
             m[k], p1[k], p2[k], dz_m[k], d_m[k], l_m[k], k_m[k], zeta[k], law, laminar_switch, efficiency, eta,
-            rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi[k], lam_cache[k])
+            rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi[k], x_cache[k])
 
 
 @njit(cache=True)
 def pipe_terms_serial(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency,
                       eta, rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc,
-                      min_dphi, lam_cache, phi, dphi):
+                      min_dphi, x_cache, phi, dphi):
     """``pipe_terms`` on the calling thread: below ``PARALLEL_PIPES`` pipes waking the second
     core costs more than it saves, and on a loaded machine (a twin beside its flow) far more
     (Schutterwald's 2,559 pipes: 31 ms threaded vs 4.7 ms serial per solve, measured)."""
     for k in range(m.shape[0]):
-        phi[k], dphi[k], lam_cache[k] = pipe_term(
+        phi[k], dphi[k], x_cache[k] = pipe_term(
             m[k], p1[k], p2[k], dz_m[k], d_m[k], l_m[k], k_m[k], zeta[k], law, laminar_switch, efficiency, eta,
-            rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi[k], lam_cache[k])
+            rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi[k], x_cache[k])
 
 
 PARALLEL_PIPES = 50_000
@@ -260,7 +276,7 @@ def real_density(p, rho_n, p_n, t_n, t_k, z_model, z_const, z_offset, z_slope, p
 
 @njit(cache=True)
 def pipe_law(m, p, fr, to, pipes, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n,
-             p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, lam_cache, phi, dphi):
+             p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_cache, phi, dphi):
     """``pipe_terms`` for the links ``pipes`` at node pressures ``p`` and link flows ``m``, plus how
     far the iterate is from the pipe law: returns (max |p1^2 - p2^2 - phi| / (p1 + p2), max |p1 - p2|)
     in Pa. One call per Newton step, so the solver gathers nothing in Python."""
@@ -275,10 +291,10 @@ def pipe_law(m, p, fr, to, pipes, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch
         p2[t] = p[to[k]]
     if npipe >= PARALLEL_PIPES:
         pipe_terms(mp, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n, p_n, t_n,
-                   t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, lam_cache, phi, dphi)
+                   t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_cache, phi, dphi)
     else:
         pipe_terms_serial(mp, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n, p_n,
-                          t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, lam_cache, phi, dphi)
+                          t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_cache, phi, dphi)
     law_res = 0.0
     dp_scale = 0.0
     for t in range(npipe):

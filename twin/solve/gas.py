@@ -116,7 +116,7 @@ class GasSolver:
         self.system, _ = self._system_for(())
         self.is_pipe = (self.kind == LinkKind.PIPE) | (self.kind == LinkKind.RESISTOR)
         self.pipe_idx = np.flatnonzero(self.is_pipe & self.active_link)
-        self._lam_cache = np.zeros(len(self.pipe_idx))   # last friction factors (inner Newton start)
+        self._x_cache = np.zeros(len(self.pipe_idx))   # last Colebrook 1/sqrt(lambda) (Halley start)
         self.ctrl_idx = np.flatnonzero(_kind_in(self.kind, CONTROLLED) & self.active_link)
         g = model.gas
         friction = self.options.friction or g.friction
@@ -196,7 +196,7 @@ class GasSolver:
             self.pipe_idx, self.pipe_dz, self.pipe_d, self.pipe_l, self.pipe_k, self.pipe_zeta, self.law,
             self.options.laminar_switch, g.pipe_efficiency, g.dynamic_viscosity_pa_s, g.normal_density_kg_m3,
             g.normal_pressure_pa, g.normal_temperature_k, g.temperature_k, g.gravity_m_s2, *self.zargs,
-            self.pipe_floor, self._lam_cache, phi, dphi)
+            self.pipe_floor, self._x_cache, phi, dphi)
         return phi, dphi, law_res, dp_scale
 
     def _forest(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
