@@ -1,0 +1,436 @@
+"""Supernodal (multifrontal) sparse Cholesky in numba, for the larger Newton matrices.
+
+Why: on meshed networks of ~10k rows the up-looking simplicial factorization (``cholesky.py``,
+CHOLMOD's simplicial LDL') spends its time on one-column updates with indirect addressing. Here
+columns with (nearly) the same row structure are grouped into supernodes, as CHOLMOD and
+Ng-Peyton do (with relaxed amalgamation: a small supernode joins its parent while the explicit
+zeros this adds stay a small share), and each supernode is factorized as a dense frontal matrix
+whose inner loops run over contiguous memory, so LLVM vectorizes them. Single-threaded, no BLAS.
+
+The matrix comes in as in ``cholesky.py``: permuted by a fill-reducing order, upper triangle by
+columns (``cp``, ``ci``, ``cx``). The order must be a postorder of the elimination tree (see
+``etree_postorder``): the multifrontal method keeps the children's update matrices on a stack.
+
+Layout of L: supernode s owns columns ``sup[s]:sup[s + 1]`` (k of them) and rows
+``ri[rsp[s]:rsp[s + 1]]`` (m of them, its own columns first, sorted); its block is m x k, column
+major, at ``lx[lxp[s]:]`` (the upper triangle of the k x k diagonal block is unused).
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+# CHOLMOD's default relaxed amalgamation (cholmod_common: nrelax, zrelax): a child joins its
+# parent when the merged supernode has at most 4 columns, or at most 16 and < 80 % explicit zeros,
+# or at most 48 and < 10 %, or any size and < 5 %
+RELAX_COLUMNS = (4, 16, 48)
+RELAX_ZEROS = (0.8, 0.1, 0.05)
+
+# the dense kernels may reassociate and contract to FMAs, but not assume away NaN/inf: the
+# positive-definiteness test must still see them
+_FAST = {"contract", "reassoc", "nsz", "arcp"}
+
+
+@njit(cache=True)
+def etree_postorder(parent):
+    """A postorder of the elimination forest (CSparse's cs_post): children before parents and each
+    subtree contiguous. Reordering by it keeps L's fill and gives the multifrontal stack order."""
+    n = parent.shape[0]
+    head = np.full(n, -1, np.int64)
+    nxt = np.empty(n, np.int64)
+    for j in range(n - 1, -1, -1):
+        p = parent[j]
+        if p >= 0:
+            nxt[j] = head[p]
+            head[p] = j
+    post = np.empty(n, np.int64)
+    stack = np.empty(n, np.int64)
+    k = 0
+    for root in range(n):
+        if parent[root] != -1:
+            continue
+        top = 0
+        stack[0] = root
+        while top >= 0:
+            p = stack[top]
+            i = head[p]
+            if i == -1:
+                top -= 1
+                post[k] = p
+                k += 1
+            else:
+                head[p] = nxt[i]
+                top += 1
+                stack[top] = i
+    return post
+
+
+@njit(cache=True)
+def _relaxed_partition(n, parent, lp, nrelax0, nrelax1, nrelax2, zrelax0, zrelax1, zrelax2):
+    """First column of each supernode (``sup``, ns + 1 entries): chains j -> j + 1 of the
+    elimination tree where column j's structure is column j + 1's plus j, then CHOLMOD's relaxed
+    amalgamation of a last child into its parent."""
+    count = np.empty(n, np.int64)
+    for j in range(n):
+        count[j] = lp[j + 1] - lp[j]
+    first = np.empty(n + 1, np.int64)
+    nf = 0
+    for j in range(n):
+        if j == 0 or not (parent[j - 1] == j and count[j] == count[j - 1] - 1):
+            first[nf] = j
+            nf += 1
+    first[nf] = n
+    fsnode = np.empty(n, np.int64)
+    for s in range(nf):
+        for j in range(first[s], first[s + 1]):
+            fsnode[j] = s
+    fparent = np.empty(nf, np.int64)
+    ncols = np.empty(nf, np.int64)
+    nrows = np.empty(nf, np.int64)
+    zeros = np.zeros(nf, np.float64)
+    for s in range(nf):
+        last = first[s + 1] - 1
+        fparent[s] = fsnode[parent[last]] if parent[last] >= 0 else -1
+        ncols[s] = first[s + 1] - first[s]
+        nrows[s] = count[first[s]]
+    merged = np.zeros(nf, np.bool_)
+    # from the top down: a group starting at j + 1 has already taken in its own parents
+    for j in range(nf - 2, -1, -1):
+        p = fparent[j]
+        if p != j + 1:
+            continue
+        k0 = ncols[j]
+        m0 = nrows[j]
+        k1 = ncols[p]
+        m1 = nrows[p]
+        newz = k0 * (k0 + m1 - m0)
+        ns = k0 + k1
+        tot = zeros[j] + zeros[p] + newz
+        if newz == 0:
+            merge = True
+        else:
+            size = ns * (ns + 1) / 2.0 + ns * (m1 - k1)
+            z = tot / size
+            merge = (ns <= nrelax0 or (ns <= nrelax1 and z < zrelax0) or (ns <= nrelax2 and z < zrelax1)
+                     or z < zrelax2)
+        if merge:
+            ncols[j] = ns
+            nrows[j] = k0 + m1
+            zeros[j] = tot
+            merged[p] = True
+    ns = 0
+    for s in range(nf):
+        if not merged[s]:
+            ns += 1
+    sup = np.empty(ns + 1, np.int64)
+    t = 0
+    for s in range(nf):
+        if not merged[s]:
+            sup[t] = first[s]
+            t += 1
+    sup[ns] = n
+    return sup
+
+
+@njit(cache=True)
+def supernodal_symbolic(cp, ci, parent, lp, nrelax0=4, nrelax1=16, nrelax2=48, zrelax0=0.8, zrelax1=0.1,
+                        zrelax2=0.05):
+    """Supernodes, their row structures and the assembly maps, once per pattern.
+
+    ``cp``/``ci``: the permuted upper-triangular pattern (diagonal included), in a postorder of its
+    elimination tree ``parent``; ``lp``: L's column pointers (``cholesky.chol_symbolic``).
+    Returns (sup, rsp, ri, rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, front_size,
+    stack_size): see ``supernodal_numeric``. Raises if the order is not a postorder."""
+    n = parent.shape[0]
+    sup = _relaxed_partition(n, parent, lp, nrelax0, nrelax1, nrelax2, zrelax0, zrelax1, zrelax2)
+    ns = sup.shape[0] - 1
+    snode = np.empty(n, np.int64)
+    for s in range(ns):
+        for j in range(sup[s], sup[s + 1]):
+            snode[j] = s
+    sparent = np.full(ns, -1, np.int64)
+    rsp = np.zeros(ns + 1, np.int64)
+    for s in range(ns):
+        last = sup[s + 1] - 1
+        if parent[last] >= 0:
+            sparent[s] = snode[parent[last]]
+        # rows: its columns, then column ``last``'s structure below the diagonal
+        rsp[s + 1] = rsp[s] + (sup[s + 1] - sup[s]) + (lp[last + 1] - lp[last] - 1)
+    # strictly lower pattern by columns (the transpose of the upper one)
+    lcnt = np.zeros(n + 1, np.int64)
+    for k in range(n):
+        for p in range(cp[k], cp[k + 1]):
+            if ci[p] < k:
+                lcnt[ci[p] + 1] += 1
+    for j in range(n):
+        lcnt[j + 1] += lcnt[j]
+    lci = np.empty(lcnt[n], np.int64)
+    fill = lcnt[:n].copy()
+    for k in range(n):
+        for p in range(cp[k], cp[k + 1]):
+            i = ci[p]
+            if i < k:
+                lci[fill[i]] = k
+                fill[i] += 1
+    # children of each supernode, ascending
+    cptr = np.zeros(ns + 1, np.int64)
+    for s in range(ns):
+        if sparent[s] >= 0:
+            cptr[sparent[s] + 1] += 1
+    for s in range(ns):
+        cptr[s + 1] += cptr[s]
+    child = np.empty(cptr[ns], np.int64)
+    cfill = cptr[:ns].copy()
+    for s in range(ns):
+        p = sparent[s]
+        if p >= 0:
+            child[cfill[p]] = s
+            cfill[p] += 1
+    # row structures: own columns, rows below from A's columns and from the children's updates
+    ri = np.empty(rsp[ns], np.int64)
+    mark = np.full(n, -1, np.int64)
+    for s in range(ns):
+        f = sup[s]
+        l = sup[s + 1]
+        q = rsp[s]
+        for j in range(f, l):
+            ri[q] = j
+            q += 1
+        for j in range(f, l):
+            for p in range(lcnt[j], lcnt[j + 1]):
+                r = lci[p]
+                if r >= l and mark[r] != s:
+                    mark[r] = s
+                    ri[q] = r
+                    q += 1
+        for t in range(cptr[s], cptr[s + 1]):
+            c = child[t]
+            for p in range(rsp[c] + (sup[c + 1] - sup[c]), rsp[c + 1]):
+                r = ri[p]
+                if r >= l and mark[r] != s:
+                    mark[r] = s
+                    ri[q] = r
+                    q += 1
+        if q != rsp[s + 1]:
+            raise ValueError("supernodal_symbolic: row structure does not match L's column counts")
+        a = rsp[s] + (l - f)
+        ri[a:q] = np.sort(ri[a:q])
+    # relative maps: each update row's position in the parent's rows
+    rel = np.full(rsp[ns], -1, np.int64)
+    loc = np.empty(n, np.int64)
+    for s in range(ns):
+        for p in range(rsp[s], rsp[s + 1]):
+            loc[ri[p]] = p - rsp[s]
+        for t in range(cptr[s], cptr[s + 1]):
+            c = child[t]
+            for p in range(rsp[c] + (sup[c + 1] - sup[c]), rsp[c + 1]):
+                rel[p] = loc[ri[p]]
+    # L's blocks
+    lxp = np.zeros(ns + 1, np.int64)
+    front_size = 0
+    for s in range(ns):
+        m = rsp[s + 1] - rsp[s]
+        lxp[s + 1] = lxp[s] + m * (sup[s + 1] - sup[s])
+        front_size = max(front_size, m * m)
+    # A's entries: the upper entry (i, k) is the lower (k, i), in supernode snode[i]'s front
+    aptr = np.zeros(ns + 1, np.int64)
+    for k in range(n):
+        for p in range(cp[k], cp[k + 1]):
+            aptr[snode[ci[p]] + 1] += 1
+    for s in range(ns):
+        aptr[s + 1] += aptr[s]
+    aidx = np.empty(aptr[ns], np.int64)
+    aoff = np.empty(aptr[ns], np.int64)
+    afill = aptr[:ns].copy()
+    for k in range(n):
+        for p in range(cp[k], cp[k + 1]):
+            i = ci[p]
+            s = snode[i]
+            f = sup[s]
+            m = rsp[s + 1] - rsp[s]
+            if k < sup[s + 1]:
+                lr = k - f
+            else:
+                lo = rsp[s] + (sup[s + 1] - f)
+                hi = rsp[s + 1]
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if ri[mid] < k:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                lr = lo - rsp[s]
+            q = afill[s]
+            afill[s] += 1
+            aidx[q] = p
+            aoff[q] = (i - f) * m + lr
+    # the update-matrix stack: in a postorder a supernode's children are the last ones pushed
+    upd_off = np.zeros(ns, np.int64)
+    top = 0
+    stack_size = 0
+    for s in range(ns):
+        if cptr[s + 1] > cptr[s]:
+            low = top
+            total = 0
+            for t in range(cptr[s], cptr[s + 1]):
+                c = child[t]
+                u = rsp[c + 1] - rsp[c] - (sup[c + 1] - sup[c])
+                total += u * u
+                low = min(low, upd_off[c])
+            if low + total != top:
+                raise ValueError("supernodal_symbolic: the order is not a postorder of the elimination tree")
+            top = low
+        u = rsp[s + 1] - rsp[s] - (sup[s + 1] - sup[s])
+        upd_off[s] = top
+        top += u * u
+        stack_size = max(stack_size, top)
+    return sup, rsp, ri, rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, front_size, stack_size
+
+
+@njit(cache=True, fastmath=_FAST)
+def _panel(front, m, k):
+    """Cholesky of the first k columns of the m x m front (column major, lower): left-looking,
+    each column updated by the ones before it, four at a time. False if not positive definite.
+    (The inner loops run over zero-based views: with offsets in the index LLVM does not vectorize.)"""
+    for j in range(k):
+        cj = j * m
+        n = m - j
+        dst = front[cj + j:cj + m]
+        p = 0
+        while p + 4 <= j:
+            b0 = p * m
+            b1 = b0 + m
+            b2 = b1 + m
+            b3 = b2 + m
+            c0 = front[b0 + j:b0 + m]
+            c1 = front[b1 + j:b1 + m]
+            c2 = front[b2 + j:b2 + m]
+            c3 = front[b3 + j:b3 + m]
+            l0 = c0[0]
+            l1 = c1[0]
+            l2 = c2[0]
+            l3 = c3[0]
+            for r in range(n):
+                dst[r] -= c0[r] * l0 + c1[r] * l1 + c2[r] * l2 + c3[r] * l3
+            p += 4
+        while p < j:
+            b0 = p * m
+            c0 = front[b0 + j:b0 + m]
+            l0 = c0[0]
+            for r in range(n):
+                dst[r] -= c0[r] * l0
+            p += 1
+        d = dst[0]
+        if not d > 0.0:
+            return False
+        d = math.sqrt(d)
+        dst[0] = d
+        inv = 1.0 / d
+        for r in range(1, n):
+            dst[r] *= inv
+    return True
+
+
+@njit(cache=True, fastmath=_FAST)
+def _schur(front, m, k, stack, uo):
+    """The update matrix F22 - L21 L21^T (u = m - k square, column major, lower) into
+    ``stack[uo:]``, four columns of L21 at a time."""
+    u = m - k
+    for j in range(u):
+        n = u - j
+        dst = stack[uo + j * u + j:uo + (j + 1) * u]
+        src = front[(k + j) * m + k + j:(k + j + 1) * m]
+        for i in range(n):
+            dst[i] = src[i]
+        p = 0
+        while p + 4 <= k:
+            b0 = p * m + k + j
+            c0 = front[b0:b0 + n]
+            c1 = front[b0 + m:b0 + m + n]
+            c2 = front[b0 + 2 * m:b0 + 2 * m + n]
+            c3 = front[b0 + 3 * m:b0 + 3 * m + n]
+            l0 = c0[0]
+            l1 = c1[0]
+            l2 = c2[0]
+            l3 = c3[0]
+            for i in range(n):
+                dst[i] -= c0[i] * l0 + c1[i] * l1 + c2[i] * l2 + c3[i] * l3
+            p += 4
+        while p < k:
+            b0 = p * m + k + j
+            c0 = front[b0:b0 + n]
+            l0 = c0[0]
+            for i in range(n):
+                dst[i] -= c0[i] * l0
+            p += 1
+
+
+@njit(cache=True)
+def supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, lx, front, stack):
+    """L L^T = C numerically, supernode by supernode in postorder: assemble C's entries and the
+    children's update matrices into the dense front, factorize its pivot columns, push its own
+    update matrix. ``front`` and ``stack`` are work arrays of the sizes ``supernodal_symbolic``
+    gives. Returns False when C is not positive definite (a pivot <= 0 or not finite)."""
+    ns = sup.shape[0] - 1
+    for s in range(ns):
+        f = sup[s]
+        k = sup[s + 1] - f
+        m = rsp[s + 1] - rsp[s]
+        for j in range(m):
+            cj = j * m
+            for r in range(j, m):
+                front[cj + r] = 0.0
+        for q in range(aptr[s], aptr[s + 1]):
+            front[aoff[q]] += cx[aidx[q]]
+        for t in range(cptr[s], cptr[s + 1]):
+            c = child[t]
+            kc = sup[c + 1] - sup[c]
+            rb = rsp[c] + kc
+            u = rsp[c + 1] - rb
+            uo = upd_off[c]
+            for j in range(u):
+                cj = rel[rb + j] * m
+                ub = uo + j * u
+                for i in range(j, u):
+                    front[cj + rel[rb + i]] += stack[ub + i]
+        if not _panel(front, m, k):
+            return False
+        lo = lxp[s]
+        for q in range(m * k):
+            lx[lo + q] = front[q]
+        if m > k:
+            _schur(front, m, k, stack, upd_off[s])
+    return True
+
+
+@njit(cache=True)
+def supernodal_solve(sup, rsp, ri, lxp, lx, x):
+    """x <- L^-T L^-1 x in place (permuted space)."""
+    ns = sup.shape[0] - 1
+    for s in range(ns):
+        f = sup[s]
+        k = sup[s + 1] - f
+        r0 = rsp[s]
+        m = rsp[s + 1] - r0
+        for j in range(k):
+            cj = lxp[s] + j * m
+            xj = x[f + j] / lx[cj + j]
+            x[f + j] = xj
+            for r in range(j + 1, k):
+                x[f + r] -= lx[cj + r] * xj
+            for r in range(k, m):
+                x[ri[r0 + r]] -= lx[cj + r] * xj
+    for s in range(ns - 1, -1, -1):
+        f = sup[s]
+        k = sup[s + 1] - f
+        r0 = rsp[s]
+        m = rsp[s + 1] - r0
+        for j in range(k - 1, -1, -1):
+            cj = lxp[s] + j * m
+            v = x[f + j]
+            for r in range(j + 1, k):
+                v -= lx[cj + r] * x[f + r]
+            for r in range(k, m):
+                v -= lx[cj + r] * x[ri[r0 + r]]
+            x[f + j] = v / lx[cj + j]
