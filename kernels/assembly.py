@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit
 
 from pipetwin.kernels.cholesky import _sym_upper_residual, chol_numeric, chol_solve, scatter_links
+from pipetwin.kernels.supernodal import supernodal_numeric, supernodal_solve
 
 
 @njit(cache=True)
@@ -74,6 +75,24 @@ def laplacian_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, c
 
 
 @njit(cache=True)
+def laplacian_step_supernodal(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, sup, rsp, ri, rel,
+                              lxp, aptr, aidx, aoff, cptr, child, upd_off, lx, front, stack, rhs, x0, refactor, out):
+    """``laplacian_step`` with the supernodal factorization of ``supernodal.py`` (its symbolic
+    arrays, ``lx`` and the work arrays ``front`` and ``stack``). Returns False when C is not
+    positive definite."""
+    n = perm.shape[0]
+    _fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx)
+    if refactor:
+        if not supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, lx, front, stack):
+            return False
+    xp, res = _permuted_residual(perm, cp, ci, cx, rhs, x0)
+    supernodal_solve(sup, rsp, ri, lxp, lx, res)
+    for j in range(n):
+        out[perm[j]] = xp[j] + res[j]
+    return True
+
+
+@njit(cache=True)
 def _fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx):
     """The permuted matrix's values from the link conductances ``w`` plus the pinned diagonal."""
     scatter_links(w, pos_a, pos_b, pos_ab, cx)
@@ -113,11 +132,22 @@ def _sym_upper_matvec(n, cp, ci, cx, x, out):
 
 
 @njit(cache=True)
-def laplacian_pcg(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, lp, li, lx, dinv, rhs, x0,
-                  rtol, max_iter, out):
+def _precondition(z, lp, li, lx, dinv, sup, rsp, ri, lxp):
+    """z <- L^-T L^-1 z with the simplicial L (``lp``, ``li``, ``lx``, ``dinv``) or, when ``sup``
+    is given (not empty), the supernodal one (``sup``, ``rsp``, ``ri``, ``lxp``, ``lx``)."""
+    if sup.shape[0] > 0:
+        supernodal_solve(sup, rsp, ri, lxp, lx, z)
+    else:
+        chol_solve(z.shape[0], lp, li, lx, dinv, z)
+
+
+@njit(cache=True)
+def laplacian_pcg(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, lp, li, lx, dinv, sup, rsp, ri,
+                  lxp, rhs, x0, rtol, max_iter, out):
     """The linear step of ``laplacian_step`` without a new factorization: conjugate gradients on
     the matrix of conductances ``w``, preconditioned by the last factorization (L, from nearby
-    conductances), from ``x0``. Stops when the residual's 2-norm has fallen to ``rtol`` of its
+    conductances: simplicial, or supernodal when ``sup`` is not empty, see ``_precondition``),
+    from ``x0``. Stops when the residual's 2-norm has fallen to ``rtol`` of its
     start. Returns the iterations used, or -1 if ``max_iter`` did not reach it (``out`` is then
     undefined): each iteration costs two triangular solves, so a caller caps it below what a
     factorization costs."""
@@ -131,7 +161,7 @@ def laplacian_pcg(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci
     used = 0
     if r0 > 0.0:
         z = r.copy()
-        chol_solve(n, lp, li, lx, dinv, z)
+        _precondition(z, lp, li, lx, dinv, sup, rsp, ri, lxp)
         d = z.copy()
         q = np.empty(n)
         rz = 0.0
@@ -156,7 +186,7 @@ def laplacian_pcg(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci
                 break
             for j in range(n):
                 z[j] = r[j]
-            chol_solve(n, lp, li, lx, dinv, z)
+            _precondition(z, lp, li, lx, dinv, sup, rsp, ri, lxp)
             rz_new = 0.0
             for j in range(n):
                 rz_new += r[j] * z[j]

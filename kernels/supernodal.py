@@ -335,35 +335,62 @@ def _panel(front, m, k):
 @njit(cache=True, fastmath=_FAST)
 def _schur(front, m, k, stack, uo):
     """The update matrix F22 - L21 L21^T (u = m - k square, column major, lower) into
-    ``stack[uo:]``, four columns of L21 at a time."""
+    ``stack[uo:]``: two of its columns at a time, each pass over four columns of L21 (loaded once
+    for both), so the inner loop does eight FMAs per six loads and two stores."""
     u = m - k
-    for j in range(u):
-        n = u - j
-        dst = stack[uo + j * u + j:uo + (j + 1) * u]
-        src = front[(k + j) * m + k + j:(k + j + 1) * m]
+    j = 0
+    while j + 2 <= u:
+        n = u - j - 1
+        d0 = stack[uo + j * u + j:uo + (j + 1) * u]
+        d1 = stack[uo + (j + 1) * u + j + 1:uo + (j + 2) * u]
+        s0 = front[(k + j) * m + k + j:(k + j + 1) * m]
+        s1 = front[(k + j + 1) * m + k + j + 1:(k + j + 2) * m]
+        d0[0] = s0[0]
         for i in range(n):
-            dst[i] = src[i]
+            d0[i + 1] = s0[i + 1]
+            d1[i] = s1[i]
+        t0 = d0[1:]
         p = 0
         while p + 4 <= k:
             b0 = p * m + k + j
-            c0 = front[b0:b0 + n]
-            c1 = front[b0 + m:b0 + m + n]
-            c2 = front[b0 + 2 * m:b0 + 2 * m + n]
-            c3 = front[b0 + 3 * m:b0 + 3 * m + n]
-            l0 = c0[0]
-            l1 = c1[0]
-            l2 = c2[0]
-            l3 = c3[0]
+            a0 = front[b0]
+            a1 = front[b0 + m]
+            a2 = front[b0 + 2 * m]
+            a3 = front[b0 + 3 * m]
+            e0 = front[b0 + 1]
+            e1 = front[b0 + m + 1]
+            e2 = front[b0 + 2 * m + 1]
+            e3 = front[b0 + 3 * m + 1]
+            d0[0] -= a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3
+            c0 = front[b0 + 1:b0 + 1 + n]
+            c1 = front[b0 + m + 1:b0 + m + 1 + n]
+            c2 = front[b0 + 2 * m + 1:b0 + 2 * m + 1 + n]
+            c3 = front[b0 + 3 * m + 1:b0 + 3 * m + 1 + n]
             for i in range(n):
-                dst[i] -= c0[i] * l0 + c1[i] * l1 + c2[i] * l2 + c3[i] * l3
+                x0 = c0[i]
+                x1 = c1[i]
+                x2 = c2[i]
+                x3 = c3[i]
+                t0[i] -= x0 * a0 + x1 * a1 + x2 * a2 + x3 * a3
+                d1[i] -= x0 * e0 + x1 * e1 + x2 * e2 + x3 * e3
             p += 4
         while p < k:
             b0 = p * m + k + j
-            c0 = front[b0:b0 + n]
-            l0 = c0[0]
+            a0 = front[b0]
+            e0 = front[b0 + 1]
+            d0[0] -= a0 * a0
+            c0 = front[b0 + 1:b0 + 1 + n]
             for i in range(n):
-                dst[i] -= c0[i] * l0
+                t0[i] -= c0[i] * a0
+                d1[i] -= c0[i] * e0
             p += 1
+        j += 2
+    if j < u:                                  # the last column: one entry
+        v = front[(k + j) * m + k + j]
+        for p in range(k):
+            x = front[p * m + k + j]
+            v -= x * x
+        stack[uo + j * u + j] = v
 
 
 @njit(cache=True)
@@ -389,11 +416,12 @@ def supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, up
             rb = rsp[c] + kc
             u = rsp[c + 1] - rb
             uo = upd_off[c]
+            rows = rel[rb:rb + u]
             for j in range(u):
-                cj = rel[rb + j] * m
-                ub = uo + j * u
+                col = front[rows[j] * m:(rows[j] + 1) * m]
+                upd = stack[uo + j * u:uo + (j + 1) * u]
                 for i in range(j, u):
-                    front[cj + rel[rb + i]] += stack[ub + i]
+                    col[rows[i]] += upd[i]
         if not _panel(front, m, k):
             return False
         lo = lxp[s]
@@ -404,33 +432,48 @@ def supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, up
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FAST)
 def supernodal_solve(sup, rsp, ri, lxp, lx, x):
-    """x <- L^-T L^-1 x in place (permuted space)."""
+    """x <- L^-T L^-1 x in place (permuted space). Below each diagonal block the rows are
+    gathered into (and scattered from) a contiguous buffer once, so the inner loops vectorize."""
     ns = sup.shape[0] - 1
+    buf = np.empty(x.shape[0])
     for s in range(ns):
         f = sup[s]
         k = sup[s + 1] - f
         r0 = rsp[s]
         m = rsp[s + 1] - r0
+        u = m - k
+        below = buf[:u]
+        for r in range(u):
+            below[r] = 0.0
         for j in range(k):
             cj = lxp[s] + j * m
             xj = x[f + j] / lx[cj + j]
             x[f + j] = xj
             for r in range(j + 1, k):
                 x[f + r] -= lx[cj + r] * xj
-            for r in range(k, m):
-                x[ri[r0 + r]] -= lx[cj + r] * xj
+            col = lx[cj + k:cj + m]
+            for r in range(u):
+                below[r] += col[r] * xj
+        for r in range(u):
+            x[ri[r0 + k + r]] -= below[r]
     for s in range(ns - 1, -1, -1):
         f = sup[s]
         k = sup[s + 1] - f
         r0 = rsp[s]
         m = rsp[s + 1] - r0
+        u = m - k
+        below = buf[:u]
+        for r in range(u):
+            below[r] = x[ri[r0 + k + r]]
         for j in range(k - 1, -1, -1):
             cj = lxp[s] + j * m
             v = x[f + j]
             for r in range(j + 1, k):
                 v -= lx[cj + r] * x[f + r]
-            for r in range(k, m):
-                v -= lx[cj + r] * x[ri[r0 + r]]
-            x[f + j] = v / lx[cj + j]
+            col = lx[cj + k:cj + m]
+            acc = 0.0
+            for r in range(u):
+                acc += col[r] * below[r]
+            x[f + j] = (v - acc) / lx[cj + j]
