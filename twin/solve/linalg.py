@@ -34,10 +34,12 @@ NUMBA_ROWS = 5_000          # up to this many rows the compiled Cholesky is the 
 # conjugate gradients from an old factorization are worth trying while the iterations they need
 # cost at most this share of a fresh factorization (the caller predicts how many they need)
 PCG_SHARE_OF_FACTOR = 1.0
-# the supernodal factorization runs its flops this much faster than a triangular solve runs its
-# own (dense vectorized fronts against indirect one-column passes): grid10k, 3.2 ms for 11.6 M
-# against 0.6 ms per solve over 285 k entries of L (with its explicit zeros)
-SUPERNODAL_FLOP_SPEEDUP = 3.5
+# the supernodal factorization's cost in passes over one entry of L (the unit of a triangular
+# solve's cost): per entry of its blocks (assembly, extend-add, copies) and per flop in the dense
+# fronts. Fitted on 100 x 100 and 316 x 316 lattices (2.9 ms and 64 ms; a solve 0.6 and 11 ms):
+# 8 and 1/15; the clock's CG iterations per factorization there are 4-5.
+SUPERNODAL_ENTRY_PASSES = 8.0
+SUPERNODAL_FLOPS_PER_PASS = 15.0
 _NO_SUPERNODES = np.zeros(0, np.int64)   # the compiled CG's "no supernodal L" (and no simplicial one)
 _NO_VALUES = np.zeros(0)
 
@@ -180,11 +182,13 @@ class LaplacianSystem:
         self.lx = np.empty(self.lxp[-1])
         self.front = np.empty(max(front_size, 1))
         self.stack = np.empty(max(stack_size, 1))
-        # CG iterations per factorization: flops as for the simplicial L, but the dense fronts run
-        # theirs faster than the solves do, and the solves pass over L's explicit zeros too
+        # CG iterations per factorization: the dense fronts run their flops much faster than the
+        # solves pass over L (with its explicit zeros), so the flop count alone overrates it
         counts = np.diff(self.lp).astype(np.float64)
-        per_iteration = 2.0 * float(self.lxp[-1]) + 2.0 * len(self.ci) + 6.0 * self.n
-        self._cg_per_factor = float(counts @ counts) / max(per_iteration, 1.0) / SUPERNODAL_FLOP_SPEEDUP
+        storage = float(self.lxp[-1])
+        factor = SUPERNODAL_ENTRY_PASSES * storage + float(counts @ counts) / SUPERNODAL_FLOPS_PER_PASS
+        per_iteration = 2.0 * storage + 2.0 * len(self.ci) + 6.0 * self.n
+        self._cg_per_factor = factor / max(per_iteration, 1.0)
 
     def matrix(self) -> sp.csc_matrix:
         """The assembled matrix. Built once: it shares ``values``, which ``assemble`` rewrites in
