@@ -3,8 +3,8 @@ up-looking one, side by side in one process, and the whole cold grid10k gas solv
 
     python benchmarks/supernodal.py [--shared ../shared] [--repeats 30] [--pairs 9]
 
-Matrices: the grid10k Newton matrix (the conductances of the gas solver's last factorization),
-and 100 x 100 and 316 x 316 grid Laplacians with conductances spread over 6 decades (one node
+Matrices: the grid10k and Schutterwald Newton matrices (the conductances of the gas solver's
+last factorization; Schutterwald is nearly a tree, with little fill), and 100 x 100 and 316 x 316 grid Laplacians with conductances spread over 6 decades (one node
 held). Each variant factorizes the same matrix numerically, the symbolic analysis done before;
 the variants alternate call by call and the medians are printed as key=value lines, with the
 ratios to CHOLMOD's simplicial factorization (the solver's CHOLMOD mode below 50k rows).
@@ -31,13 +31,13 @@ def grid_links(nx: int, seed: int, decades: float):
     return nx * nx - 1, i, j, 10.0 ** rng.uniform(0, decades, len(i))
 
 
-def grid10k_links(shared: Path):
-    """The grid10k gas model's free-node links and the conductances of the solver's last
-    factorization (its Newton matrix near the answer)."""
+def newton_links(folder: Path):
+    """A gas model's free-node links and the conductances of the solver's last factorization (its
+    Newton matrix near the answer)."""
     from pipetwin.twin.io.tabular import read_tabular
     from pipetwin.twin.solve.gas import GasOptions, GasSolver
 
-    model = read_tabular(shared / "benchmarks" / "networks" / "grid10k")
+    model = read_tabular(folder)
     solver = GasSolver(model, GasOptions(backend="supernodal"))
     solver.solve()
     (pinned, w), = solver._factored_w.items()
@@ -127,13 +127,15 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--pairs", type=int, default=9)
     args = parser.parse_args(argv)
-    shared = Path(args.shared)
-    if (shared / "benchmarks" / "networks" / "grid10k").exists():
-        model, n, i, j, w = grid10k_links(shared)
-        bench_factorizations("grid10k_newton", n, i, j, w, args.repeats)
-    else:
-        model = None
-        print(f"case=grid10k_newton skipped=no_data shared={shared}")
+    networks = Path(args.shared) / "benchmarks" / "networks"
+    model = None
+    for name in ("grid10k", "schutterwald"):
+        if not (networks / name).exists():
+            print(f"case={name}_newton skipped=no_data folder={networks / name}")
+            continue
+        m, n, i, j, w = newton_links(networks / name)
+        model = m if name == "grid10k" else model
+        bench_factorizations(f"{name}_newton", n, i, j, w, args.repeats)
     bench_factorizations("grid100x100_6decades", *grid_links(100, 0, 6.0), args.repeats)
     bench_factorizations("grid316x316_6decades", *grid_links(316, 1, 6.0), max(3, args.repeats // 6))
     if model is not None:
