@@ -394,6 +394,31 @@ def _schur(front, m, k, stack, uo):
 
 
 @njit(cache=True)
+def _leaf_column(cx, col, aidx, aoff, stack, uo):
+    """A supernode of one column and no children: L's column from C's entries (``aoff`` are row
+    positions here), its update matrix -l l^T below the diagonal into ``stack[uo:]``."""
+    m = col.shape[0]
+    for r in range(m):
+        col[r] = 0.0
+    for q in range(aidx.shape[0]):
+        col[aoff[q]] += cx[aidx[q]]
+    d = col[0]
+    if not d > 0.0:
+        return False
+    d = math.sqrt(d)
+    col[0] = d
+    inv = 1.0 / d
+    for r in range(1, m):
+        col[r] *= inv
+    u = m - 1
+    for j in range(u):
+        lj = col[1 + j]
+        for i in range(j, u):
+            stack[uo + j * u + i] = -col[1 + i] * lj
+    return True
+
+
+@njit(cache=True)
 def supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, lx, front, stack):
     """L L^T = C numerically, supernode by supernode in postorder: assemble C's entries and the
     children's update matrices into the dense front, factorize its pivot columns, push its own
@@ -404,6 +429,13 @@ def supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, up
         f = sup[s]
         k = sup[s + 1] - f
         m = rsp[s + 1] - rsp[s]
+        if k == 1 and cptr[s] == cptr[s + 1]:
+            # a one-column leaf (most supernodes of a mesh): no front, its column of C straight into
+            # L and the update matrix an outer product
+            if not _leaf_column(cx, lx[lxp[s]:lxp[s] + m], aidx[aptr[s]:aptr[s + 1]], aoff[aptr[s]:aptr[s + 1]],
+                                stack, upd_off[s]):
+                return False
+            continue
         for j in range(m):
             cj = j * m
             for r in range(j, m):
