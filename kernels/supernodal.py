@@ -134,6 +134,22 @@ def _relaxed_partition(n, parent, lp, nrelax0, nrelax1, nrelax2, zrelax0, zrelax
 
 
 @njit(cache=True)
+def _sort_small(a):
+    """Sort in place: insertion sort for the short row lists of most supernodes (np.sort would
+    allocate for each), np.sort for long ones."""
+    if a.shape[0] > 32:
+        a[:] = np.sort(a)
+        return
+    for t in range(1, a.shape[0]):
+        v = a[t]
+        i = t - 1
+        while i >= 0 and a[i] > v:
+            a[i + 1] = a[i]
+            i -= 1
+        a[i + 1] = v
+
+
+@njit(cache=True)
 def supernodal_symbolic(cp, ci, parent, lp, nrelax0=4, nrelax1=16, nrelax2=48, zrelax0=0.8, zrelax1=0.1,
                         zrelax2=0.05):
     """Supernodes, their row structures and the assembly maps, once per pattern.
@@ -214,8 +230,7 @@ def supernodal_symbolic(cp, ci, parent, lp, nrelax0=4, nrelax1=16, nrelax2=48, z
                     q += 1
         if q != rsp[s + 1]:
             raise ValueError("supernodal_symbolic: row structure does not match L's column counts")
-        a = rsp[s] + (l - f)
-        ri[a:q] = np.sort(ri[a:q])
+        _sort_small(ri[rsp[s] + (l - f):q])
     # relative maps: each update row's position in the parent's rows
     rel = np.full(rsp[ns], -1, np.int64)
     loc = np.empty(n, np.int64)
