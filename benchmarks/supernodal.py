@@ -4,8 +4,8 @@ up-looking one, side by side in one process, and the whole cold grid10k gas solv
     python benchmarks/supernodal.py [--shared ../shared] [--repeats 30] [--pairs 9]
 
 Matrices: the grid10k and Schutterwald Newton matrices (the conductances of the gas solver's
-last factorization; Schutterwald is nearly a tree, with little fill), and 100 x 100 and 316 x 316 grid Laplacians with conductances spread over 6 decades (one node
-held). Each variant factorizes the same matrix numerically, the symbolic analysis done before;
+last factorization; Schutterwald is nearly a tree, with little fill), and 100 x 100 and
+316 x 316 grid Laplacians with conductances spread over 6 decades (one node held). Each variant factorizes the same matrix numerically, the symbolic analysis done before;
 the variants alternate call by call and the medians are printed as key=value lines, with the
 ratios to CHOLMOD's simplicial factorization (the solver's CHOLMOD mode below 50k rows).
 """

@@ -5,10 +5,12 @@ Four backends. "numba" (the default for small systems): the compiled
 up-looking Cholesky of ``kernels/cholesky.py`` with CHOLMOD's AMD order (else reverse
 Cuthill-McKee), assembled, factorized and solved in one call, so a Newton step builds no SciPy
 objects. "supernodal": the same path with the compiled multifrontal Cholesky of
-``kernels/supernodal.py`` (dense vectorized fronts; on the 10k-node grid about 2.5x faster than
-CHOLMOD's simplicial factorization, which is faster there than its own supernodal one). "cholmod" (scikit-sparse, the default above ``NUMBA_ROWS`` rows): its analysis is cheaper
-than the compiled symbolic pass there, and on large meshes its supernodal factorization (BLAS) beats
-a simplicial one. "splu": SciPy's SuperLU, which redoes the analysis each time.
+``kernels/supernodal.py`` (dense vectorized fronts): on meshes with much fill it factorizes ~3x
+faster than CHOLMOD's simplicial mode at 10k rows (and than its supernodal one at 100k); on
+nearly-tree networks, with little fill, the up-looking one is faster. "cholmod" (scikit-sparse,
+the default above ``NUMBA_ROWS`` rows): its analysis is cheaper than the compiled symbolic pass
+there, and on large meshes its supernodal factorization (BLAS) beats a simplicial one. "splu":
+SciPy's SuperLU, which redoes the analysis each time.
 """
 
 from __future__ import annotations
@@ -260,7 +262,8 @@ class LaplacianSystem:
         """How many iterations of ``solve_pcg`` cost ``PCG_SHARE_OF_FACTOR`` of a fresh factorization
         (0 before the first one), from flop counts, not clocks (a busy machine would make the choice
         a lottery): where factorizing is as cheap as a solve (a tree's fill-free order) it is 0 and
-        CG is never tried. CHOLMOD's (simplicial) L is counted once, as it stands."""
+        CG is never tried. CHOLMOD's (simplicial) L is counted once, as it stands; the supernodal
+        factorization by its entries and flops at their fitted costs (``SUPERNODAL_ENTRY_PASSES``)."""
         if self.backend in ("numba", "supernodal"):
             return int(PCG_SHARE_OF_FACTOR * self._cg_per_factor) if self._factored else 0
         if self.backend != "cholmod" or self._numeric is None:
