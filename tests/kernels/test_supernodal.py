@@ -100,7 +100,9 @@ def _grid(shape, seed, decades):
 
 def _check_solution(a, fac, seed=0):
     """Our solve against SciPy's (or CHOLMOD's) on the same matrix: a normwise backward error at
-    rounding level, and a residual no worse than the reference's (up to a small factor)."""
+    rounding level, and a residual no worse than the reference's (up to a small factor, or up to
+    rounding of |A| |x|: at condition numbers ~1e10 residuals are noise, LAPACK's dense solve
+    then lands 6x above CHOLMOD's on one drawn matrix)."""
     rng = np.random.default_rng(seed)
     b = rng.standard_normal(a.shape[0])
     x = fac.solve(b)
@@ -115,7 +117,8 @@ def _check_solution(a, fac, seed=0):
     res_ref = np.linalg.norm(b - a @ x_ref, np.inf)
     backward = res / (norm_a * np.linalg.norm(x, np.inf) + np.linalg.norm(b, np.inf))
     assert backward <= 1e-14 * max(1.0, np.sqrt(a.shape[0]) / 10), backward
-    assert res <= 10.0 * res_ref + 1e-13 * np.linalg.norm(b, np.inf), (res, res_ref)
+    rounding = 1e-15 * (norm_a * np.linalg.norm(x, np.inf) + np.linalg.norm(b, np.inf))
+    assert res <= 10.0 * res_ref + rounding, (res, res_ref)
 
 
 @pytest.mark.parametrize("seed", range(6))
