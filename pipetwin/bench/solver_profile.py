@@ -123,6 +123,32 @@ def _patched(timers: Timers):
 
     saved.append((linalg, "laplacian_step", linalg.laplacian_step))
     linalg.laplacian_step = laplacian_step
+    from pipetwin.kernels import assembly as asm
+    from pipetwin.kernels import supernodal as sn
+
+    def laplacian_step_supernodal(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, sup, rsp, ri,
+                                  rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, lx, front, stack, rhs, x0,
+                                  refactor, out):
+        t = time.perf_counter()
+        asm._fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx)
+        t1 = time.perf_counter()
+        ok = True
+        if refactor:
+            ok = sn.supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, lx, front,
+                                       stack)
+        t2 = time.perf_counter()
+        if ok:
+            xp, res = asm._permuted_residual(perm, cp, ci, cx, rhs, x0)
+            sn.supernodal_solve(sup, rsp, ri, lxp, lx, res)
+            out[perm] = xp + res
+        t3 = time.perf_counter()
+        for phase, dt in (("assemble_matrix", t1 - t), ("numeric_factorization", t2 - t1),
+                          ("triangular_solve", t3 - t2)):
+            timers.add(phase, dt)
+        return ok
+
+    saved.append((linalg, "laplacian_step_supernodal", linalg.laplacian_step_supernodal))
+    linalg.laplacian_step_supernodal = laplacian_step_supernodal
     # CHOLMOD: time its analysis, numeric factorization and solve apart
     if linalg.HAVE_CHOLMOD:
         analyze = linalg._cholmod_analyze

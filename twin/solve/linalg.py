@@ -33,6 +33,12 @@ except Exception:  # pragma: no cover - depends on the machine
 
 SUPERNODAL_ROWS = 50_000
 NUMBA_ROWS = 5_000          # up to this many rows the compiled Cholesky is the default
+# a mesh: independent loops per free node (a 2D lattice has ~1, the 100k synthetic city 0.07, a
+# tree 0); the compiled path is then the default at any size
+MESH_LOOPS_PER_ROW = 0.25
+# the supernodal factorization beats the up-looking one once L's fill, sum of squared column counts
+# per row, passes this (a 40 x 40 lattice; grid10k 1,160, Schutterwald 4): measured crossover
+SUPERNODAL_FILL = 300.0
 # conjugate gradients from an old factorization are worth trying while the iterations they need
 # cost at most this share of a fresh factorization (the caller predicts how many they need)
 PCG_SHARE_OF_FACTOR = 1.0
@@ -69,10 +75,13 @@ class LaplacianSystem:
         self._link_j = np.asarray(link_j, np.int64)
         self._pattern_built = False
         if backend == "auto":
-            # small systems: Python and SciPy overheads dominate, the compiled path wins; larger
-            # ones: CHOLMOD's analysis is cheaper than the compiled symbolic pass, its numeric
+            # small systems: Python and SciPy overheads dominate, the compiled path wins; meshes
+            # (many loops per node): the compiled symbolic pass decides between the up-looking and
+            # the supernodal factorization by L's fill (``_build_numba``); larger nearly-tree ones:
+            # CHOLMOD's analysis is cheaper than the compiled symbolic pass, its numeric
             # factorization as fast
-            backend = "numba" if self.n <= NUMBA_ROWS else "cholmod" if HAVE_CHOLMOD else "splu"
+            compiled = self.n <= NUMBA_ROWS or self._loops_per_row() >= MESH_LOOPS_PER_ROW or not HAVE_CHOLMOD
+            backend = "compiled" if compiled else "cholmod"
         if backend == "cholmod" and not HAVE_CHOLMOD:
             raise ValueError("backend 'cholmod' needs scikit-sparse (pip install 'pipetwin[fast]')")
         self.backend = backend
@@ -80,10 +89,16 @@ class LaplacianSystem:
         self._numeric = None     # solve with the last numeric factorization
         self._given_order = order   # a fill-reducing order the caller knows (e.g. a tree's, leaves first)
         self._cg_per_factor = None  # CG iterations that cost what a factorization does (flop counts)
-        if backend in ("numba", "supernodal"):
+        if backend in ("numba", "supernodal", "compiled"):
             self._build_numba(self._link_i, self._link_j)
         else:
             self._build_pattern()
+
+    def _loops_per_row(self) -> float:
+        """Independent loops per row, from the links alone (links touching a free node less the
+        rows: links to fixed nodes close loops through them)."""
+        used = int(np.count_nonzero((self._link_i >= 0) | (self._link_j >= 0)))
+        return (used - self.n) / max(self.n, 1)
 
     def _build_pattern(self) -> None:
         """The SciPy CSC pattern and each link's entry positions (CHOLMOD, SuperLU and the AMD order
@@ -139,6 +154,9 @@ class LaplacianSystem:
         else:
             perm = self._order()
         parent, nnz_l, sw, mark = self._permuted_pattern(perm, link_i, link_j)
+        if self.backend == "compiled":
+            counts = np.diff(self.lp).astype(np.float64)
+            self.backend = "supernodal" if float(counts @ counts) >= SUPERNODAL_FILL * max(n, 1) else "numba"
         if self.backend == "supernodal":
             # the multifrontal stack wants a postorder of the elimination tree (AMD's usually is)
             post = etree_postorder(parent)
