@@ -45,9 +45,9 @@ def _ereach(cp, ci, k, parent, s, mark):
 
 
 @njit(cache=True)
-def chol_symbolic(n, cp, ci, parent, lp, s, mark):
-    """Elimination tree (``parent``) of the upper-triangular CSC pattern and L's column
-    pointers ``lp`` (n + 1). Returns nnz(L)."""
+def etree(n, cp, ci, parent):
+    """Elimination tree (``parent``, -1 at roots) of the upper-triangular CSC pattern (Liu's
+    algorithm with path compression, CSparse's cs_etree)."""
     ancestor = np.empty(n, np.int64)
     for k in range(n):
         parent[k] = -1
@@ -60,6 +60,196 @@ def chol_symbolic(n, cp, ci, parent, lp, s, mark):
                 if inext == -1:
                     parent[i] = k
                 i = inext
+
+
+@njit(cache=True)
+def etree_postorder(parent):
+    """A postorder of the elimination forest (CSparse's cs_post): children before parents and each
+    subtree contiguous. Reordering by it keeps L's fill and gives the multifrontal stack order."""
+    n = parent.shape[0]
+    head = np.full(n, -1, np.int64)
+    nxt = np.empty(n, np.int64)
+    for j in range(n - 1, -1, -1):
+        p = parent[j]
+        if p >= 0:
+            nxt[j] = head[p]
+            head[p] = j
+    post = np.empty(n, np.int64)
+    stack = np.empty(n, np.int64)
+    k = 0
+    for root in range(n):
+        if parent[root] != -1:
+            continue
+        top = 0
+        stack[0] = root
+        while top >= 0:
+            p = stack[top]
+            i = head[p]
+            if i == -1:
+                top -= 1
+                post[k] = p
+                k += 1
+            else:
+                head[p] = nxt[i]
+                top += 1
+                stack[top] = i
+    return post
+
+
+@njit(cache=True)
+def lower_by_columns(n, cp, ci):
+    """The lower triangle's pattern by columns (the transpose of the upper ``cp``/``ci``), diagonal
+    first: column j's rows, ascending, are ``lci[lcp[j]:lcp[j + 1]]``, and ``lpos`` gives each
+    entry's position in ``ci`` (the supernodal assembly map and the column counts share it)."""
+    lcp = np.zeros(n + 1, np.int64)
+    for k in range(n):
+        for p in range(cp[k], cp[k + 1]):
+            lcp[ci[p] + 1] += 1
+    for j in range(n):
+        lcp[j + 1] += lcp[j]
+    lci = np.empty(lcp[n], np.int64)
+    lpos = np.empty(lcp[n], np.int64)
+    fill = lcp[:n].copy()
+    for k in range(n):
+        for p in range(cp[k], cp[k + 1]):
+            i = ci[p]
+            q = fill[i]
+            lci[q] = k
+            lpos[q] = p
+            fill[i] = q + 1
+    return lcp, lci, lpos
+
+
+@njit(cache=True)
+def column_counts(n, lcp, lci, parent, post, lp):
+    """L's column pointers ``lp`` (n + 1) from the lower pattern by columns (``lower_by_columns``), the elimination tree and a postorder of it, in O(nnz(A)) near enough:
+    Gilbert, Ng and Peyton's skeleton-matrix count with least common ancestors by path-compressed
+    disjoint sets (CSparse's cs_counts and cs_leaf), instead of walking every row of L. Returns nnz(L)."""
+    ancestor = np.empty(n, np.int64)
+    maxfirst = np.full(n, -1, np.int64)
+    prevleaf = np.full(n, -1, np.int64)
+    first = np.full(n, -1, np.int64)
+    delta = np.empty(n, np.int64)
+    for k in range(n):
+        j = post[k]
+        delta[j] = 1 if first[j] == -1 else 0      # 1 if j is a leaf
+        while j != -1 and first[j] == -1:
+            first[j] = k
+            j = parent[j]
+    for i in range(n):
+        ancestor[i] = i
+    for k in range(n):
+        j = post[k]
+        if parent[j] != -1:
+            delta[parent[j]] -= 1                   # j is not a root
+        for p in range(lcp[j], lcp[j + 1]):
+            i = lci[p]
+            if i <= j or first[j] <= maxfirst[i]:
+                continue                             # the diagonal, or j not a leaf of row i's subtree
+            maxfirst[i] = first[j]
+            jprev = prevleaf[i]
+            prevleaf[i] = j
+            delta[j] += 1                            # A(i, j) is in the skeleton
+            if jprev != -1:                          # a later leaf: less the overlap at lca(jprev, j)
+                q = jprev
+                while q != ancestor[q]:
+                    q = ancestor[q]
+                s = jprev
+                while s != q:
+                    sp = ancestor[s]
+                    ancestor[s] = q
+                    s = sp
+                delta[q] -= 1
+        if parent[j] != -1:
+            ancestor[j] = parent[j]
+    for j in range(n):                               # sum the deltas up the tree (parent[j] > j)
+        if parent[j] != -1:
+            delta[parent[j]] += delta[j]
+    lp[0] = 0
+    for k in range(n):
+        lp[k + 1] = lp[k] + delta[k]
+    return lp[n]
+
+
+@njit(cache=True)
+def chol_symbolic(n, cp, ci, parent, lp, s, mark):
+    """Elimination tree (``parent``) of the upper-triangular CSC pattern and L's column
+    pointers ``lp`` (n + 1). Returns nnz(L). (``s`` and ``mark`` are no longer used: kept so the
+    callers' work arrays still fit.)"""
+    etree(n, cp, ci, parent)
+    lcp, lci, _ = lower_by_columns(n, cp, ci)
+    return column_counts(n, lcp, lci, parent, etree_postorder(parent), lp)
+
+
+@njit(cache=True)
+def chol_analysis(n, cp, ci):
+    """The symbolic pass in one call: elimination tree, a postorder of it, the lower pattern by
+    columns (``lower_by_columns``) and L's column pointers. Returns (parent, post, lp, lcp, lci, lpos)."""
+    parent = np.empty(n, np.int64)
+    etree(n, cp, ci, parent)
+    post = etree_postorder(parent)
+    lcp, lci, lpos = lower_by_columns(n, cp, ci)
+    lp = np.empty(n + 1, np.int64)
+    column_counts(n, lcp, lci, parent, post, lp)
+    return parent, post, lp, lcp, lci, lpos
+
+
+@njit(cache=True)
+def lower_pattern(n, link_i, link_j):
+    """The lower triangle (diagonal included) of the symmetric pattern of links (i, j) between rows
+    (-1: a fixed end, no entry), by columns, rows ascending and without duplicates: what CHOLMOD's
+    AMD reads (it ignores the upper triangle of a symmetric matrix). Returns (indptr, indices)."""
+    m = link_i.shape[0]
+    # bucket the links by their larger end (the row), then deal them out to the columns in row order
+    rcnt = np.zeros(n + 1, np.int64)
+    for k in range(m):
+        a = link_i[k]
+        b = link_j[k]
+        if a >= 0 and b >= 0 and a != b:
+            rcnt[max(a, b) + 1] += 1
+    for r in range(n):
+        rcnt[r + 1] += rcnt[r]
+    rcol = np.empty(rcnt[n], np.int64)
+    rfill = rcnt[:n].copy()
+    ccnt = np.ones(n + 1, np.int64)             # the diagonal
+    ccnt[0] = 0
+    for k in range(m):
+        a = link_i[k]
+        b = link_j[k]
+        if a >= 0 and b >= 0 and a != b:
+            hi = max(a, b)
+            lo = min(a, b)
+            rcol[rfill[hi]] = lo
+            rfill[hi] += 1
+            ccnt[lo + 1] += 1
+    for c in range(n):
+        ccnt[c + 1] += ccnt[c]
+    indices = np.empty(ccnt[n], np.int64)
+    fill = ccnt[:n].copy()
+    for c in range(n):
+        indices[fill[c]] = c
+        fill[c] += 1
+    for r in range(n):
+        for q in range(rcnt[r], rcnt[r + 1]):
+            c = rcol[q]
+            if indices[fill[c] - 1] != r:      # a parallel link: the entry is there already
+                indices[fill[c]] = r
+                fill[c] += 1
+    # compact the slots parallel links left unused
+    indptr = np.zeros(n + 1, np.int64)
+    for c in range(n):
+        indptr[c + 1] = indptr[c] + (fill[c] - ccnt[c])
+    out = np.empty(indptr[n], np.int64)
+    for c in range(n):
+        out[indptr[c]:indptr[c + 1]] = indices[ccnt[c]:fill[c]]
+    return indptr, out
+
+
+@njit(cache=True)
+def chol_symbolic_ereach(n, cp, ci, parent, lp, s, mark):
+    """``chol_symbolic`` by walking every row of L (its ereach): O(nnz(L)), the reference the
+    tests check ``column_counts`` against."""
+    etree(n, cp, ci, parent)
     count = np.zeros(n, np.int64)
     for k in range(n):
         top = _ereach(cp, ci, k, parent, s, mark)

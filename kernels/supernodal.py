@@ -21,6 +21,8 @@ import math
 import numpy as np
 from numba import njit
 
+from pipetwin.kernels.cholesky import chol_analysis, etree_postorder, lower_by_columns  # noqa: F401
+
 # CHOLMOD's default relaxed amalgamation (cholmod_common: nrelax, zrelax): a child joins its
 # parent when the merged supernode has at most 4 columns, or at most 16 and < 80 % explicit zeros,
 # or at most 48 and < 10 %, or any size and < 5 %
@@ -30,40 +32,6 @@ RELAX_ZEROS = (0.8, 0.1, 0.05)
 # the dense kernels may reassociate and contract to FMAs, but not assume away NaN/inf: the
 # positive-definiteness test must still see them
 _FAST = {"contract", "reassoc", "nsz", "arcp"}
-
-
-@njit(cache=True)
-def etree_postorder(parent):
-    """A postorder of the elimination forest (CSparse's cs_post): children before parents and each
-    subtree contiguous. Reordering by it keeps L's fill and gives the multifrontal stack order."""
-    n = parent.shape[0]
-    head = np.full(n, -1, np.int64)
-    nxt = np.empty(n, np.int64)
-    for j in range(n - 1, -1, -1):
-        p = parent[j]
-        if p >= 0:
-            nxt[j] = head[p]
-            head[p] = j
-    post = np.empty(n, np.int64)
-    stack = np.empty(n, np.int64)
-    k = 0
-    for root in range(n):
-        if parent[root] != -1:
-            continue
-        top = 0
-        stack[0] = root
-        while top >= 0:
-            p = stack[top]
-            i = head[p]
-            if i == -1:
-                top -= 1
-                post[k] = p
-                k += 1
-            else:
-                head[p] = nxt[i]
-                top += 1
-                stack[top] = i
-    return post
 
 
 @njit(cache=True)
@@ -134,30 +102,29 @@ def _relaxed_partition(n, parent, lp, nrelax0, nrelax1, nrelax2, zrelax0, zrelax
 
 
 @njit(cache=True)
-def _sort_small(a):
-    """Sort in place: insertion sort for the short row lists of most supernodes (np.sort would
-    allocate for each), np.sort for long ones."""
-    if a.shape[0] > 32:
-        a[:] = np.sort(a)
-        return
-    for t in range(1, a.shape[0]):
-        v = a[t]
-        i = t - 1
-        while i >= 0 and a[i] > v:
-            a[i + 1] = a[i]
-            i -= 1
-        a[i + 1] = v
-
-
-@njit(cache=True)
 def supernodal_symbolic(cp, ci, parent, lp, nrelax0=4, nrelax1=16, nrelax2=48, zrelax0=0.8, zrelax1=0.1,
                         zrelax2=0.05):
     """Supernodes, their row structures and the assembly maps, once per pattern.
 
-    ``cp``/``ci``: the permuted upper-triangular pattern (diagonal included), in a postorder of its
+    ``cp``/``ci``: the permuted upper-triangular pattern (diagonal included, any order within a
+    column), in a postorder of its
     elimination tree ``parent``; ``lp``: L's column pointers (``cholesky.chol_symbolic``).
     Returns (sup, rsp, ri, rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, front_size,
     stack_size): see ``supernodal_numeric``. Raises if the order is not a postorder."""
+    lcp, lci, lpos = lower_by_columns(parent.shape[0], cp, ci)
+    return supernodal_symbolic_lower(cp, ci, lcp, lci, lpos, parent, lp, nrelax0, nrelax1, nrelax2, zrelax0, zrelax1,
+                                     zrelax2)
+
+
+@njit(cache=True)
+def supernodal_symbolic_lower(cp, ci, lcp, lci, lpos, parent, lp, nrelax0=4, nrelax1=16, nrelax2=48,
+                              zrelax0=0.8, zrelax1=0.1, zrelax2=0.05):
+    """``supernodal_symbolic`` from the lower pattern by columns with each entry's position in the
+    upper one (``cholesky.lower_by_columns``, which ``cholesky.chol_analysis`` has built already).
+
+    Row structures without sorting (CHOLMOD's super_symbolic): rows i in ascending order, each
+    A(i, k) walks up the supernodal tree from k's supernode, adding i to every supernode it meets
+    until one has i already (or holds column i), so every list comes out sorted."""
     n = parent.shape[0]
     sup = _relaxed_partition(n, parent, lp, nrelax0, nrelax1, nrelax2, zrelax0, zrelax1, zrelax2)
     ns = sup.shape[0] - 1
@@ -173,22 +140,6 @@ def supernodal_symbolic(cp, ci, parent, lp, nrelax0=4, nrelax1=16, nrelax2=48, z
             sparent[s] = snode[parent[last]]
         # rows: its columns, then column ``last``'s structure below the diagonal
         rsp[s + 1] = rsp[s] + (sup[s + 1] - sup[s]) + (lp[last + 1] - lp[last] - 1)
-    # strictly lower pattern by columns (the transpose of the upper one)
-    lcnt = np.zeros(n + 1, np.int64)
-    for k in range(n):
-        for p in range(cp[k], cp[k + 1]):
-            if ci[p] < k:
-                lcnt[ci[p] + 1] += 1
-    for j in range(n):
-        lcnt[j + 1] += lcnt[j]
-    lci = np.empty(lcnt[n], np.int64)
-    fill = lcnt[:n].copy()
-    for k in range(n):
-        for p in range(cp[k], cp[k + 1]):
-            i = ci[p]
-            if i < k:
-                lci[fill[i]] = k
-                fill[i] += 1
     # children of each supernode, ascending
     cptr = np.zeros(ns + 1, np.int64)
     for s in range(ns):
@@ -203,44 +154,55 @@ def supernodal_symbolic(cp, ci, parent, lp, nrelax0=4, nrelax1=16, nrelax2=48, z
         if p >= 0:
             child[cfill[p]] = s
             cfill[p] += 1
-    # row structures: own columns, rows below from A's columns and from the children's updates
+    # row structures: own columns, then the rows below by row subtrees (row i's entries A(i, k),
+    # k < i, are the upper pattern's column i)
     ri = np.empty(rsp[ns], np.int64)
-    mark = np.full(n, -1, np.int64)
+    q = np.empty(ns, np.int64)
     for s in range(ns):
-        f = sup[s]
-        l = sup[s + 1]
-        q = rsp[s]
-        for j in range(f, l):
-            ri[q] = j
-            q += 1
-        for j in range(f, l):
-            for p in range(lcnt[j], lcnt[j + 1]):
-                r = lci[p]
-                if r >= l and mark[r] != s:
-                    mark[r] = s
-                    ri[q] = r
-                    q += 1
-        for t in range(cptr[s], cptr[s + 1]):
-            c = child[t]
-            for p in range(rsp[c] + (sup[c + 1] - sup[c]), rsp[c + 1]):
-                r = ri[p]
-                if r >= l and mark[r] != s:
-                    mark[r] = s
-                    ri[q] = r
-                    q += 1
-        if q != rsp[s + 1]:
+        t = rsp[s]
+        for j in range(sup[s], sup[s + 1]):
+            ri[t] = j
+            t += 1
+        q[s] = t
+    mark = np.full(ns, -1, np.int64)
+    for i in range(n):
+        mark[snode[i]] = i
+        for p in range(cp[i], cp[i + 1]):
+            t = snode[ci[p]]
+            while t >= 0 and mark[t] != i:
+                mark[t] = i
+                if q[t] < rsp[t + 1]:
+                    ri[q[t]] = i
+                q[t] += 1
+                t = sparent[t]
+    for s in range(ns):
+        if q[s] != rsp[s + 1]:
             raise ValueError("supernodal_symbolic: row structure does not match L's column counts")
-        _sort_small(ri[rsp[s] + (l - f):q])
-    # relative maps: each update row's position in the parent's rows
+    # relative maps (each update row's position in the parent's rows) and A's entries: the lower
+    # entry (k, i) of column i in supernode s = snode[i] goes to the front's column i - f, row of k
     rel = np.full(rsp[ns], -1, np.int64)
     loc = np.empty(n, np.int64)
+    aptr = np.zeros(ns + 1, np.int64)
     for s in range(ns):
-        for p in range(rsp[s], rsp[s + 1]):
-            loc[ri[p]] = p - rsp[s]
+        aptr[s + 1] = aptr[s] + (lcp[sup[s + 1]] - lcp[sup[s]])
+    aidx = np.empty(aptr[ns], np.int64)
+    aoff = np.empty(aptr[ns], np.int64)
+    for s in range(ns):
+        r0 = rsp[s]
+        m = rsp[s + 1] - r0
+        for p in range(r0, rsp[s + 1]):
+            loc[ri[p]] = p - r0
         for t in range(cptr[s], cptr[s + 1]):
             c = child[t]
             for p in range(rsp[c] + (sup[c + 1] - sup[c]), rsp[c + 1]):
                 rel[p] = loc[ri[p]]
+        f = sup[s]
+        a = aptr[s]
+        for i in range(f, sup[s + 1]):
+            for p in range(lcp[i], lcp[i + 1]):
+                aidx[a] = lpos[p]
+                aoff[a] = (i - f) * m + loc[lci[p]]
+                a += 1
     # L's blocks
     lxp = np.zeros(ns + 1, np.int64)
     front_size = 0
@@ -248,38 +210,6 @@ def supernodal_symbolic(cp, ci, parent, lp, nrelax0=4, nrelax1=16, nrelax2=48, z
         m = rsp[s + 1] - rsp[s]
         lxp[s + 1] = lxp[s] + m * (sup[s + 1] - sup[s])
         front_size = max(front_size, m * m)
-    # A's entries: the upper entry (i, k) is the lower (k, i), in supernode snode[i]'s front
-    aptr = np.zeros(ns + 1, np.int64)
-    for k in range(n):
-        for p in range(cp[k], cp[k + 1]):
-            aptr[snode[ci[p]] + 1] += 1
-    for s in range(ns):
-        aptr[s + 1] += aptr[s]
-    aidx = np.empty(aptr[ns], np.int64)
-    aoff = np.empty(aptr[ns], np.int64)
-    afill = aptr[:ns].copy()
-    for k in range(n):
-        for p in range(cp[k], cp[k + 1]):
-            i = ci[p]
-            s = snode[i]
-            f = sup[s]
-            m = rsp[s + 1] - rsp[s]
-            if k < sup[s + 1]:
-                lr = k - f
-            else:
-                lo = rsp[s] + (sup[s + 1] - f)
-                hi = rsp[s + 1]
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if ri[mid] < k:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                lr = lo - rsp[s]
-            q = afill[s]
-            afill[s] += 1
-            aidx[q] = p
-            aoff[q] = (i - f) * m + lr
     # the update-matrix stack: in a postorder a supernode's children are the last ones pushed
     upd_off = np.zeros(ns, np.int64)
     top = 0
@@ -481,8 +411,10 @@ def supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, up
 
 @njit(cache=True, fastmath=_FAST)
 def supernodal_solve(sup, rsp, ri, lxp, lx, x):
-    """x <- L^-T L^-1 x in place (permuted space). Below each diagonal block the rows are
-    gathered into (and scattered from) a contiguous buffer once, so the inner loops vectorize."""
+    """x <- L^-T L^-1 x in place (permuted space). One-column supernodes (most of a mesh's) update
+    and read their rows of x straight through the row list; wider ones gather the rows below their
+    diagonal block into (and scatter them from) a contiguous buffer once, so the inner loops over
+    the block's columns vectorize."""
     ns = sup.shape[0] - 1
     buf = np.empty(x.shape[0])
     for s in range(ns):
@@ -491,11 +423,20 @@ def supernodal_solve(sup, rsp, ri, lxp, lx, x):
         r0 = rsp[s]
         m = rsp[s + 1] - r0
         u = m - k
+        b = lxp[s]
+        if k == 1:
+            xj = x[f] / lx[b]
+            x[f] = xj
+            rows = ri[r0 + 1:r0 + m]
+            col = lx[b + 1:b + m]
+            for r in range(u):
+                x[rows[r]] -= col[r] * xj
+            continue
         below = buf[:u]
         for r in range(u):
             below[r] = 0.0
         for j in range(k):
-            cj = lxp[s] + j * m
+            cj = b + j * m
             xj = x[f + j] / lx[cj + j]
             x[f + j] = xj
             for r in range(j + 1, k):
@@ -503,19 +444,30 @@ def supernodal_solve(sup, rsp, ri, lxp, lx, x):
             col = lx[cj + k:cj + m]
             for r in range(u):
                 below[r] += col[r] * xj
+        rows = ri[r0 + k:r0 + m]
         for r in range(u):
-            x[ri[r0 + k + r]] -= below[r]
+            x[rows[r]] -= below[r]
     for s in range(ns - 1, -1, -1):
         f = sup[s]
         k = sup[s + 1] - f
         r0 = rsp[s]
         m = rsp[s + 1] - r0
         u = m - k
+        b = lxp[s]
+        if k == 1:
+            rows = ri[r0 + 1:r0 + m]
+            col = lx[b + 1:b + m]
+            acc = 0.0
+            for r in range(u):
+                acc += col[r] * x[rows[r]]
+            x[f] = (x[f] - acc) / lx[b]
+            continue
         below = buf[:u]
+        rows = ri[r0 + k:r0 + m]
         for r in range(u):
-            below[r] = x[ri[r0 + k + r]]
+            below[r] = x[rows[r]]
         for j in range(k - 1, -1, -1):
-            cj = lxp[s] + j * m
+            cj = b + j * m
             v = x[f + j]
             for r in range(j + 1, k):
                 v -= lx[cj + r] * x[f + r]

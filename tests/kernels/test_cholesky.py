@@ -121,3 +121,59 @@ def test_pcg_budget_is_zero_where_factorizing_costs_a_solve():
                            backend="cholmod")
     path.solve(np.ones(n), np.zeros(n), np.ones(n))
     assert path.pcg_budget() <= 2
+
+
+def _random_upper_pattern(rng, n):
+    """Upper triangle by columns of a random symmetric pattern, rows shuffled within a column."""
+    a = rng.random((n, n)) < rng.uniform(0.0, 0.3)
+    a = a | a.T | np.eye(n, dtype=bool)
+    cp, ci = [0], []
+    for k in range(n):
+        rows = [r for r in range(k + 1) if a[r, k]]
+        rng.shuffle(rows)
+        ci += rows
+        cp.append(len(ci))
+    return np.array(cp, np.int64), np.array(ci, np.int64)
+
+
+def test_column_counts_match_the_row_by_row_count():
+    from pipetwin.kernels.cholesky import chol_analysis, chol_symbolic, chol_symbolic_ereach
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        cp, ci = _random_upper_pattern(rng, n)
+        out = []
+        for f in (chol_symbolic, chol_symbolic_ereach):
+            parent = np.empty(n, np.int64)
+            lp = np.empty(n + 1, np.int64)
+            nnz = f(n, cp, ci, parent, lp, np.empty(n, np.int64), np.zeros(n, np.bool_))
+            out.append((parent, lp, nnz))
+        assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
+        assert out[0][2] == out[1][2]
+        parent, post, lp, lcp, lci, lpos = chol_analysis(n, cp, ci)
+        assert np.array_equal(parent, out[1][0]) and np.array_equal(lp, out[1][1])
+        assert np.array_equal(np.sort(post), np.arange(n))
+        # the lower pattern: rows ascending, diagonal first, each entry's position in the upper one
+        for j in range(n):
+            rows = lci[lcp[j]:lcp[j + 1]]
+            assert rows[0] == j and np.all(np.diff(rows) > 0)
+            assert np.array_equal(ci[lpos[lcp[j]:lcp[j + 1]]], np.full(len(rows), j))
+
+
+def test_lower_pattern_is_scipys_lower_triangle():
+    from pipetwin.kernels.cholesky import lower_pattern
+
+    for seed in range(5):
+        n = 60
+        i, j, _ = _random_laplacian(n, 120, seed)
+        i = np.concatenate([i, i[:10], [3, -1]]).astype(np.int64)         # parallel links, a loop, a fixed end
+        j = np.concatenate([j, j[:10], [3, -1]]).astype(np.int64)
+        indptr, indices = lower_pattern(n, i, j)
+        both = (i >= 0) & (j >= 0)
+        rows = np.concatenate([np.arange(n), i[both], j[both]])
+        cols = np.concatenate([np.arange(n), j[both], i[both]])
+        ref = sp.tril(sp.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))).tocsc()
+        ref.sum_duplicates()
+        ref.sort_indices()
+        assert np.array_equal(indptr, ref.indptr) and np.array_equal(indices, ref.indices)

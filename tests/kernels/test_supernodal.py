@@ -303,3 +303,32 @@ def test_gas_solver_grid10k_matches_default_backend(networks_dir):
     assert res.extra["linear_backend"] == "supernodal"
     rel = np.abs(res.node_pressure_pa - ref.node_pressure_pa) / np.abs(ref.node_pressure_pa)
     assert rel.max() <= 1e-9, rel.max()
+
+
+def test_row_structures_are_the_union_of_their_columns_in_l():
+    """The row lists come from row subtrees, unsorted work avoided: each must be the sorted union of
+    its columns' structures in L (a dense symbolic elimination), and A's entries mapped to their place."""
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(2, 70))
+        i, j, _ = _random_links(n, int(rng.integers(0, 2 * n)), seed)
+        system = LaplacianSystem(n, i, j, backend="supernodal")
+        cp, ci = system.cp, system.ci
+        filled = np.zeros((n, n), bool)
+        for k in range(n):
+            filled[ci[cp[k]:cp[k + 1]], k] = True
+        filled = filled | filled.T
+        for k in range(n):                     # symbolic elimination: column k's rows below join up
+            below = np.flatnonzero(filled[k + 1:, k]) + k + 1
+            filled[np.ix_(below, below)] = True
+        sup, rsp, ri = system.sup, system.rsp, system.ri
+        for s in range(len(sup) - 1):
+            cols = range(sup[s], sup[s + 1])
+            union = sorted(set().union(*(np.flatnonzero(filled[c:, c]) + c for c in cols)))
+            assert list(ri[rsp[s]:rsp[s + 1]]) == union
+            m = rsp[s + 1] - rsp[s]
+            for q in range(system.aptr[s], system.aptr[s + 1]):
+                p = system.aidx[q]
+                col = int(np.searchsorted(cp, p, side="right") - 1)      # the upper entry (ci[p], col)
+                c, r = divmod(int(system.aoff[q]), m)
+                assert sup[s] + c == ci[p] and ri[rsp[s] + r] == col
