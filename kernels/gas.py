@@ -44,6 +44,10 @@ RE_FLOOR = 1e-3
 # tolerance), which spares a second logarithm whenever its cached start is within ~1e-3.
 X_TOL_EXACT = 2e-5
 X_TOL_SOLVER = 1e-3
+# far from the answer (the solver's first Newton steps) lambda need not be exact: one Halley step
+# from a start within a few per cent (error below 0.13 (3e-2)^3 = 3.5e-6 of x) spares the second
+# logarithm; every later call refines the cached x again (grid10k: 1.3 ms of the first five calls' 7.6)
+X_TOL_LOOSE = 3e-2
 
 
 @njit(cache=True, inline="always")
@@ -185,7 +189,7 @@ def mean_pressure(p1, p2):
 
 @njit(cache=True, inline="always")
 def pipe_term(m, p1, p2, dz_m, d, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n, p_n, t_n, t_k, g,
-              z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_guess):
+              z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_guess, x_tol):
     """One pipe's (phi, dphi/dm, Colebrook's x = 1/sqrt(lambda) for the next call's start): see
     ``pipe_terms``."""
     inv_d = 1.0 / d
@@ -209,7 +213,7 @@ def pipe_term(m, p1, p2, dz_m, d, l_m, k_m, zeta, law, laminar_switch, efficienc
         lin = lam1 * RE_FLOOR * eta * area * inv_d
     elif law == COLEBROOK and (not laminar_switch or re >= RE_TURBULENT):
         start = x_guess if x_guess > 0.0 else _colebrook_start(re, k_m * inv_d, 0.0)
-        lam, re_dlam, x_out = colebrook_x(2.51 / re, k_m * inv_d * (1.0 / 3.71), start, X_TOL_SOLVER)
+        lam, re_dlam, x_out = colebrook_x(2.51 / re, k_m * inv_d * (1.0 / 3.71), start, x_tol)
     else:
         lam, dlam_dre = friction_factor(law, re, d, k_m, laminar_switch, 0.0)
         re_dlam = dlam_dre * re
@@ -235,30 +239,31 @@ def pipe_term(m, p1, p2, dz_m, d, l_m, k_m, zeta, law, laminar_switch, efficienc
 @njit(cache=True, parallel=True)
 def pipe_terms(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency,
                eta, rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc,
-               min_dphi, x_cache, phi, dphi):
+               min_dphi, x_cache, x_tol, phi, dphi):
     """For every pipe: phi(m) = p1^2 - p2^2 as the pipe law gives it at flow m (with Z_m and rho_m
     from the current pressures), and dphi/dm (floored at ``min_dphi`` so zero flow stays finite).
 
     dz_m = h_from - h_to. Writes into ``phi`` and ``dphi``; ``x_cache`` holds each pipe's last
-    Colebrook x = 1/sqrt(lambda) (0 = none) and is updated, so Halley's iteration starts close. Pipes
-    are independent: both cores share them (``pipe_terms_serial`` is the same on one thread)."""
+    Colebrook x = 1/sqrt(lambda) (0 = none) and is updated, so Halley's iteration starts close;
+    it stops after a step below ``x_tol`` of x (``X_TOL_SOLVER``; ``X_TOL_LOOSE`` far from the
+    answer). Pipes are independent: both cores share them (``pipe_terms_serial`` is the same on one thread)."""
     for k in prange(m.shape[0]):
         phi[k], dphi[k], x_cache[k] = pipe_term(
             m[k], p1[k], p2[k], dz_m[k], d_m[k], l_m[k], k_m[k], zeta[k], law, laminar_switch, efficiency, eta,
-            rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi[k], x_cache[k])
+            rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi[k], x_cache[k], x_tol)
 
 
 @njit(cache=True)
 def pipe_terms_serial(m, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency,
                       eta, rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc,
-                      min_dphi, x_cache, phi, dphi):
+                      min_dphi, x_cache, x_tol, phi, dphi):
     """``pipe_terms`` on the calling thread: below ``PARALLEL_PIPES`` pipes waking the second
     core costs more than it saves, and on a loaded machine (a twin beside its flow) far more
     (Schutterwald's 2,559 pipes: 31 ms threaded vs 4.7 ms serial per solve, measured)."""
     for k in range(m.shape[0]):
         phi[k], dphi[k], x_cache[k] = pipe_term(
             m[k], p1[k], p2[k], dz_m[k], d_m[k], l_m[k], k_m[k], zeta[k], law, laminar_switch, efficiency, eta,
-            rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi[k], x_cache[k])
+            rho_n, p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi[k], x_cache[k], x_tol)
 
 
 PARALLEL_PIPES = 50_000
@@ -276,7 +281,7 @@ def real_density(p, rho_n, p_n, t_n, t_k, z_model, z_const, z_offset, z_slope, p
 
 @njit(cache=True)
 def pipe_law(m, p, fr, to, pipes, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n,
-             p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_cache, phi, dphi):
+             p_n, t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_cache, x_tol, phi, dphi):
     """``pipe_terms`` for the links ``pipes`` at node pressures ``p`` and link flows ``m``, plus how
     far the iterate is from the pipe law: returns (max |p1^2 - p2^2 - phi| / (p1 + p2), max |p1 - p2|)
     in Pa. One call per Newton step, so the solver gathers nothing in Python."""
@@ -291,10 +296,10 @@ def pipe_law(m, p, fr, to, pipes, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch
         p2[t] = p[to[k]]
     if npipe >= PARALLEL_PIPES:
         pipe_terms(mp, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n, p_n, t_n,
-                   t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_cache, phi, dphi)
+                   t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_cache, x_tol, phi, dphi)
     else:
         pipe_terms_serial(mp, p1, p2, dz_m, d_m, l_m, k_m, zeta, law, laminar_switch, efficiency, eta, rho_n, p_n,
-                          t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_cache, phi, dphi)
+                          t_n, t_k, g, z_model, z_const, z_offset, z_slope, ppc, tpc, min_dphi, x_cache, x_tol, phi, dphi)
     law_res = 0.0
     dp_scale = 0.0
     for t in range(npipe):

@@ -75,7 +75,7 @@ def _pipe(m, switch=False, law=gk.COLEBROOK):
     one = np.ones(n)
     gk.pipe_terms(np.asarray(m, float), 2e5 * one, 1.99e5 * one, 0.0 * one, 0.1 * one, 100.0 * one, 1e-4 * one,
                   0.0 * one, law, switch, 1.0, 1.1e-5, 0.73, 101325.0, 273.15, 283.15, 9.81, gk.Z_LINEAR, 1.0, 1.0,
-                  -2.2e-8, 4.6e6, 193.0, 1e-30 * one, np.zeros(n), phi, dphi)
+                  -2.2e-8, 4.6e6, 193.0, 1e-30 * one, np.zeros(n), gk.X_TOL_SOLVER, phi, dphi)
     return phi, dphi
 
 
@@ -104,9 +104,9 @@ def test_pipe_law_gathers_and_measures_the_residual():
     args = (0.0 * one, 0.1 * one, 100.0 * one, 1e-4 * one, 0.0 * one, gk.COLEBROOK, False, 1.0, 1.1e-5, 0.73,
             101325.0, 273.15, 283.15, 9.81, gk.Z_LINEAR, 1.0, 1.0, -2.2e-8, 4.6e6, 193.0, 1e-30 * one)
     phi, dphi = np.empty(3), np.empty(3)
-    law_res, dp_scale = gk.pipe_law(m, p, fr, to, pipes, *args, np.zeros(3), phi, dphi)
+    law_res, dp_scale = gk.pipe_law(m, p, fr, to, pipes, *args, np.zeros(3), gk.X_TOL_SOLVER, phi, dphi)
     ref_phi, ref_dphi = np.empty(3), np.empty(3)
-    gk.pipe_terms(m[pipes], p[fr[pipes]], p[to[pipes]], *args, np.zeros(3), ref_phi, ref_dphi)
+    gk.pipe_terms(m[pipes], p[fr[pipes]], p[to[pipes]], *args, np.zeros(3), gk.X_TOL_SOLVER, ref_phi, ref_dphi)
     assert np.array_equal(phi, ref_phi) and np.array_equal(dphi, ref_dphi)
     p1, p2 = p[fr[pipes]], p[to[pipes]]
     assert law_res == pytest.approx(np.max(np.abs(p1 ** 2 - p2 ** 2 - phi) / (p1 + p2)), rel=1e-12)

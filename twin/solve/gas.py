@@ -41,6 +41,9 @@ CHORD_MAX_CHANGE = 0.3
 PCG_CHANGE = 0.1
 PCG_BASE = 10
 PCG_RTOL = 1e-4
+# the pipe law's friction factors are computed loosely (``kernels.gas.X_TOL_LOOSE``) while the last
+# law residual exceeded this many times its tolerance (grid10k: the first five of eight calls)
+LOOSE_FRICTION_ABOVE = 1e4
 # Colebrook's flat low-flow stretch (see ``kernels.gas.settle_reversals``) ends near Re 3
 RE_PLATEAU = 3.0
 CONTROLLED = (LinkKind.PRV, LinkKind.COMPRESSOR_OUTLET, LinkKind.COMPRESSOR_RATIO)
@@ -185,9 +188,9 @@ class GasSolver:
         return self._systems[pinned]
 
     # -- physics helpers ------------------------------------------------------------------------
-    def _pipe_phi(self, m, p):
+    def _pipe_phi(self, m, p, x_tol: float = gk.X_TOL_SOLVER):
         """phi and dphi/dm of the pipes in ``pipe_idx`` at link flows ``m`` and node pressures ``p``,
-        and (law residual, largest pipe drop) in Pa."""
+        and (law residual, largest pipe drop) in Pa; friction factors to ``x_tol`` (kernel doc)."""
         g = self.model.gas
         phi = np.empty(len(self.pipe_idx))
         dphi = np.empty(len(self.pipe_idx))
@@ -196,7 +199,7 @@ class GasSolver:
             self.pipe_idx, self.pipe_dz, self.pipe_d, self.pipe_l, self.pipe_k, self.pipe_zeta, self.law,
             self.options.laminar_switch, g.pipe_efficiency, g.dynamic_viscosity_pa_s, g.normal_density_kg_m3,
             g.normal_pressure_pa, g.normal_temperature_k, g.temperature_k, g.gravity_m_s2, *self.zargs,
-            self.pipe_floor, self._x_cache, phi, dphi)
+            self.pipe_floor, self._x_cache, x_tol, phi, dphi)
         return phi, dphi, law_res, dp_scale
 
     def _forest(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -327,8 +330,10 @@ class GasSolver:
         demand = np.ascontiguousarray(demand, dtype=np.float64)
         self._cg_iterations = 0
         for it in range(1, opt.max_iter + 1):
-            # how far the current iterate is from the pipe law, in Pa
-            phi, dphi, law_res, dp_scale = self._pipe_phi(m, p)
+            # how far the current iterate is from the pipe law, in Pa (friction factors loosely
+            # while the last residual was far above the tolerance; never converged on those)
+            x_tol = gk.X_TOL_LOOSE if law_res > LOOSE_FRICTION_ABOVE * tol_law_cap else gk.X_TOL_SOLVER
+            phi, dphi, law_res, dp_scale = self._pipe_phi(m, p, x_tol)
             if ever_settled.any():
                 # a pipe put at zero once that crosses zero again: its secant slope, not the
                 # plateau's near-zero derivative (an all but infinite conductance that throws the
@@ -339,7 +344,7 @@ class GasSolver:
             # the law must hold to 1e-6 of the largest pipe drop (networks whose drops are all tiny
             # need it), never looser than tol_law_pa
             tol_law = min(tol_law_cap, max(1e-6 * dp_scale, 1e-11 * p_ref))
-            if it > 1 and dp_max <= tol_p and law_res <= tol_law and not settled and (
+            if it > 1 and dp_max <= tol_p and law_res <= tol_law and not settled and x_tol == gk.X_TOL_SOLVER and (
                     refactored or self._balanced(m, demand, tol_mass)):
                 if not self._update_status(status, m, p, target):
                     converged = True
