@@ -94,26 +94,21 @@ def _patched(timers: Timers):
 
     patch(gas.GasSolver, "__init__", "construct")
     patch(linalg.LaplacianSystem, "__init__", "symbolic_analysis")
-    # the compiled linear step, split into its parts (the same kernels, called one by one)
+    # the compiled linear steps, split into their parts (the same kernels, called one by one)
+    from pipetwin.kernels import assembly as asm
     from pipetwin.kernels import cholesky as ch
+    from pipetwin.kernels import supernodal as sn
 
-    def laplacian_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, rp, rj, lp, li, lx,
-                       dinv, work, cw, rhs, x0, refactor, out):
-        import numpy as np
-
-        n = perm.shape[0]
+    def timed_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, rhs, x0, refactor, out,
+                   factor, solve) -> bool:
         t = time.perf_counter()
-        ch.scatter_links(w, pos_a, pos_b, pos_ab, cx)
-        cx[cdiag[pinv[np.arange(len(diag_extra))]]] += diag_extra
+        asm._fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx)
         t1 = time.perf_counter()
-        ok = True
-        if refactor:
-            ok = ch.chol_numeric(n, cp, ci, cx, rp, rj, lp, li, lx, dinv, work, cw)
+        ok = factor() if refactor else True
         t2 = time.perf_counter()
         if ok:
-            xp, bp, res = x0[perm], rhs[perm], np.empty(n)
-            ch._sym_upper_residual(n, cp, ci, cx, bp, xp, res)
-            ch.chol_solve(n, lp, li, lx, dinv, res)
+            xp, res = asm._permuted_residual(perm, cp, ci, cx, rhs, x0)
+            solve(res)
             out[perm] = xp + res
         t3 = time.perf_counter()
         for phase, dt in (("assemble_matrix", t1 - t), ("numeric_factorization", t2 - t1),
@@ -121,34 +116,24 @@ def _patched(timers: Timers):
             timers.add(phase, dt)
         return ok
 
-    saved.append((linalg, "laplacian_step", linalg.laplacian_step))
-    linalg.laplacian_step = laplacian_step
-    from pipetwin.kernels import assembly as asm
-    from pipetwin.kernels import supernodal as sn
+    def laplacian_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, rp, rj, lp, li, lx,
+                       dinv, work, cw, rhs, x0, refactor, out):
+        n = perm.shape[0]
+        return timed_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, rhs, x0, refactor, out,
+                          lambda: ch.chol_numeric(n, cp, ci, cx, rp, rj, lp, li, lx, dinv, work, cw),
+                          lambda res: ch.chol_solve(n, lp, li, lx, dinv, res))
 
     def laplacian_step_supernodal(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, sup, rsp, ri,
                                   rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, lx, front, stack, rhs, x0,
                                   refactor, out):
-        t = time.perf_counter()
-        asm._fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx)
-        t1 = time.perf_counter()
-        ok = True
-        if refactor:
-            ok = sn.supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, upd_off, lx, front,
-                                       stack)
-        t2 = time.perf_counter()
-        if ok:
-            xp, res = asm._permuted_residual(perm, cp, ci, cx, rhs, x0)
-            sn.supernodal_solve(sup, rsp, ri, lxp, lx, res)
-            out[perm] = xp + res
-        t3 = time.perf_counter()
-        for phase, dt in (("assemble_matrix", t1 - t), ("numeric_factorization", t2 - t1),
-                          ("triangular_solve", t3 - t2)):
-            timers.add(phase, dt)
-        return ok
+        return timed_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, rhs, x0, refactor, out,
+                          lambda: sn.supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, upd_off,
+                                                        lx, front, stack),
+                          lambda res: sn.supernodal_solve(sup, rsp, ri, lxp, lx, res))
 
-    saved.append((linalg, "laplacian_step_supernodal", linalg.laplacian_step_supernodal))
-    linalg.laplacian_step_supernodal = laplacian_step_supernodal
+    for name, timed in (("laplacian_step", laplacian_step), ("laplacian_step_supernodal", laplacian_step_supernodal)):
+        saved.append((linalg, name, getattr(linalg, name)))
+        setattr(linalg, name, timed)
     # CHOLMOD: time its analysis, numeric factorization and solve apart
     if linalg.HAVE_CHOLMOD:
         analyze = linalg._cholmod_analyze
