@@ -2,12 +2,17 @@
 
 The pattern is built once per topology; each Newton step only rewrites the values array, so the
 sparse factorization can reuse its symbolic analysis.
+
+Numba's cache keys a function on its own file only: the fused steps here inline the factorization
+and solve kernels of ``cholesky.py`` and ``supernodal.py``, and a cached step keeps running the old
+code after those change (it did: a changed supernodal_solve went unused) until this file changes
+too. Clear ``kernels/__pycache__`` (or touch this file) after editing them.
 """
 
 import numpy as np
 from numba import njit
 
-from pipetwin.kernels.cholesky import _sym_upper_residual, chol_numeric, chol_solve, scatter_links
+from pipetwin.kernels.cholesky import chol_numeric, chol_solve, scatter_links
 from pipetwin.kernels.supernodal import supernodal_numeric, supernodal_solve
 
 
@@ -102,15 +107,22 @@ def _fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx):
 
 @njit(cache=True)
 def _permuted_residual(perm, cp, ci, cx, rhs, x0):
-    """x0 in the factorization's row order, and rhs - C x0 there."""
+    """x0 in the factorization's row order, and rhs - C x0 there (the upper triangle's columns
+    once: each entry updates both its row and its column)."""
     n = perm.shape[0]
     xp = np.empty(n)
-    bp = np.empty(n)
     r = np.empty(n)
     for j in range(n):
         xp[j] = x0[perm[j]]
-        bp[j] = rhs[perm[j]]
-    _sym_upper_residual(n, cp, ci, cx, bp, xp, r)
+        r[j] = rhs[perm[j]]
+    for k in range(n):
+        xk = xp[k]
+        for p in range(cp[k], cp[k + 1]):
+            i = ci[p]
+            v = cx[p]
+            r[i] -= v * xk
+            if i != k:
+                r[k] -= v * xp[i]
     return xp, r
 
 
