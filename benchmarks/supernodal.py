@@ -1,24 +1,36 @@
 """Numeric Cholesky factorization: the compiled supernodal one against CHOLMOD and the compiled
 up-looking one, side by side in one process, and the whole cold grid10k gas solve by backend.
 
-    python benchmarks/supernodal.py [--shared ../shared] [--repeats 30] [--pairs 9]
+    python benchmarks/supernodal.py [--shared ../shared] [--repeats 30] [--pairs 9] [--baseline DIR]
 
 Matrices: the grid10k and Schutterwald Newton matrices (the conductances of the gas solver's
 last factorization; Schutterwald is nearly a tree, with little fill), and 100 x 100 and
 316 x 316 grid Laplacians with conductances spread over 6 decades (one node held). Each variant factorizes the same matrix numerically, the symbolic analysis done before;
 the variants alternate call by call and the medians are printed as key=value lines, with the
 ratios to CHOLMOD's simplicial factorization (the solver's CHOLMOD mode below 50k rows).
+
+The symbolic pass on grid10k is timed step by step (the order, the permuted pattern, the column
+counts, the supernodal structure). With ``--baseline DIR``, a checkout of an older commit (e.g.
+``git worktree add /tmp/old HEAD~3``), its linear-algebra modules (kernels/cholesky.py,
+supernodal.py, assembly.py and twin/solve/linalg.py) are loaded beside the current ones, compiled
+fresh, and the two compared call by call: a ``LaplacianSystem`` construction, a triangular solve,
+the fused linear step, and the whole cold grid10k gas solve (the current gas solver with either
+``LaplacianSystem``), with the largest relative pressure difference.
 """
 
 import argparse
+import importlib
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from pipetwin.kernels.assembly import _fill
-from pipetwin.kernels.cholesky import chol_numeric
-from pipetwin.kernels.supernodal import supernodal_numeric
+from pipetwin.kernels.assembly import _fill, laplacian_step_supernodal
+from pipetwin.kernels.cholesky import chol_analysis, chol_numeric, gga_matrix_pattern, lower_pattern
+from pipetwin.kernels.supernodal import supernodal_numeric, supernodal_solve, supernodal_symbolic_lower
+from pipetwin.twin.solve import linalg
 from pipetwin.twin.solve.linalg import HAVE_CHOLMOD, LaplacianSystem
 
 
@@ -121,11 +133,108 @@ def bench_gas_solve(model, pairs: int) -> None:
     print(f"case=grid10k_gas_solve ratio_supernodal_to_{backends[0]}={med['supernodal'] / med[backends[0]]:.3f}")
 
 
+def bench_symbolic(n, i, j, repeats: int) -> None:
+    """The compiled symbolic pass of grid10k step by step, and a whole construction."""
+    import scipy.sparse as sp
+
+    system = LaplacianSystem(n, i, j, backend="supernodal")
+    row = np.append(np.arange(n, dtype=np.int64), -1)
+    a = np.where(i >= 0, i, n)
+    b = np.where(j >= 0, j, n)
+    no_link = np.zeros(len(a), np.bool_)
+    parent, post, lp, lcp, lci, lpos = chol_analysis(n, system.cp, system.ci)
+    calls = {"construct": lambda: LaplacianSystem(n, i, j, backend="supernodal"),
+             "amd_pattern": lambda: lower_pattern(n, i, j)}
+    if HAVE_CHOLMOD:
+        from sksparse.cholmod import analyze
+
+        ip, ix = lower_pattern(n, i, j)
+        m = sp.csc_matrix((np.ones(len(ix)), ix, ip), shape=(n, n))
+        calls["amd_cholmod_analyze"] = lambda: analyze(m, mode="simplicial", ordering_method="amd").P()
+    calls["permuted_pattern"] = lambda: gga_matrix_pattern(a, b, row, no_link, system.pinv, n)
+    calls["etree_counts"] = lambda: chol_analysis(n, system.cp, system.ci)
+    calls["supernodal_symbolic"] = lambda: supernodal_symbolic_lower(system.cp, system.ci, lcp, lci, lpos, parent,
+                                                                     lp)
+    med = time_alternating(calls, repeats)
+    print("case=grid10k_symbolic " + " ".join(f"{k}_ms={v * 1e3:.3f}" for k, v in med.items())
+          + f" repeats={repeats}")
+
+
+def load_baseline(folder: Path):
+    """The linear-algebra modules of an older checkout as a package of their own (``baseline_<id>``),
+    imports rewritten to stay inside it, compiled fresh (no numba cache: a temporary folder)."""
+    pkg = f"baseline_{abs(hash(str(folder))) % 10**8}"
+    root = Path(tempfile.mkdtemp(prefix="pipetwin_baseline_"))
+    (root / pkg).mkdir()
+    (root / pkg / "__init__.py").write_text("")
+    for src in ("kernels/cholesky.py", "kernels/supernodal.py", "kernels/assembly.py", "twin/solve/linalg.py"):
+        text = (folder / src).read_text().replace("pipetwin.kernels.", f"{pkg}.").replace("cache=True", "cache=False")
+        (root / pkg / Path(src).name).write_text(text)
+    sys.path.insert(0, str(root))
+    return importlib.import_module(f"{pkg}.linalg"), importlib.import_module(f"{pkg}.supernodal")
+
+
+def bench_baseline(model, n, i, j, w, folder: Path, repeats: int, pairs: int) -> None:
+    """Current against ``folder``'s linear algebra, call by call: construction, solve, fused step
+    and the cold gas solve."""
+    from pipetwin.twin.solve import gas
+
+    old_linalg, old_sn = load_baseline(folder)
+    old = old_linalg.LaplacianSystem(n, i, j, backend="supernodal")
+    new = LaplacianSystem(n, i, j, backend="supernodal")
+    zeros = np.zeros(n)
+    rhs = np.random.default_rng(0).normal(size=n)
+    old.solve(w, zeros, rhs)
+    new.solve(w, zeros, rhs)
+    x0 = new.solve(w, zeros, rhs) * (1.0 + 1e-6)
+
+    def step(mod, s, refactor):
+        out = np.empty(n)
+        mod.laplacian_step_supernodal(w, zeros, s.pinv, s.perm, s.pos_a, s.pos_b, s.pos_ab, s.cdiag, s.cp, s.ci,
+                                      s.cx, s.sup, s.rsp, s.ri, s.rel, s.lxp, s.aptr, s.aidx, s.aoff, s.cptr,
+                                      s.child, s.upd_off, s.lx, s.front, s.stack, rhs, x0, refactor, out)
+        return out
+
+    calls = {"construct_old": lambda: old_linalg.LaplacianSystem(n, i, j),
+             "construct_new": lambda: LaplacianSystem(n, i, j),
+             "solve_old": lambda: old_sn.supernodal_solve(old.sup, old.rsp, old.ri, old.lxp, old.lx, rhs.copy()),
+             "solve_new": lambda: supernodal_solve(new.sup, new.rsp, new.ri, new.lxp, new.lx, rhs.copy()),
+             "step_old": lambda: step(old_linalg, old, False), "step_new": lambda: step(linalg, new, False),
+             "step_refactor_old": lambda: step(old_linalg, old, True),
+             "step_refactor_new": lambda: step(linalg, new, True)}
+    med = time_alternating(calls, repeats)
+    for what in ("construct", "solve", "step", "step_refactor"):
+        o, nw = med[f"{what}_old"], med[f"{what}_new"]
+        print(f"case=grid10k_vs_baseline what={what} old_ms={o * 1e3:.3f} new_ms={nw * 1e3:.3f} "
+              f"ratio_new_to_old={nw / o:.3f} repeats={repeats}")
+    dx = float(np.max(np.abs(step(linalg, new, True) - step(old_linalg, old, True))) / np.max(np.abs(x0)))
+    print(f"case=grid10k_vs_baseline what=step_result max_rel_dx={dx:.1e}")
+
+    def cold(cls):
+        saved = gas.LaplacianSystem
+        gas.LaplacianSystem = cls
+        try:
+            return gas.GasSolver(model).solve()
+        finally:
+            gas.LaplacianSystem = saved
+
+    results = {"old": cold(old_linalg.LaplacianSystem), "new": cold(LaplacianSystem)}
+    med = time_alternating({"old": lambda: cold(old_linalg.LaplacianSystem), "new": lambda: cold(LaplacianSystem)},
+                           pairs)
+    p0 = results["old"].node_pressure_pa
+    dp = float(np.max(np.abs(results["new"].node_pressure_pa - p0) / np.abs(p0)))
+    print(f"case=grid10k_gas_solve_vs_baseline old_ms={med['old'] * 1e3:.1f} new_ms={med['new'] * 1e3:.1f} "
+          f"ratio_new_to_old={med['new'] / med['old']:.3f} iterations_old={results['old'].iterations} "
+          f"iterations_new={results['new'].iterations} max_rel_dp={dp:.1e} pairs={pairs}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[1] / ".." / "shared"))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--pairs", type=int, default=9)
+    parser.add_argument("--baseline", default=None, help="a checkout of an older commit to compare against")
+    parser.add_argument("--only-baseline", action="store_true", help="skip the factorization comparisons")
     args = parser.parse_args(argv)
     networks = Path(args.shared) / "benchmarks" / "networks"
     model = None
@@ -134,8 +243,15 @@ def main(argv=None) -> int:
             print(f"case={name}_newton skipped=no_data folder={networks / name}")
             continue
         m, n, i, j, w = newton_links(networks / name)
-        model = m if name == "grid10k" else model
-        bench_factorizations(f"{name}_newton", n, i, j, w, args.repeats)
+        if name == "grid10k":
+            model, grid = m, (n, i, j, w)
+            bench_symbolic(n, i, j, args.repeats)
+            if args.baseline:
+                bench_baseline(model, *grid, Path(args.baseline), args.repeats, args.pairs)
+        if not args.only_baseline:
+            bench_factorizations(f"{name}_newton", n, i, j, w, args.repeats)
+    if args.only_baseline:
+        return 0
     bench_factorizations("grid100x100_6decades", *grid_links(100, 0, 6.0), args.repeats)
     bench_factorizations("grid316x316_6decades", *grid_links(316, 1, 6.0), max(3, args.repeats // 6))
     if model is not None:

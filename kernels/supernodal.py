@@ -190,14 +190,21 @@ def supernodal_symbolic_lower(cp, ci, lcp, lci, lpos, parent, lp, nrelax0=4, nre
     for s in range(ns):
         r0 = rsp[s]
         m = rsp[s + 1] - r0
+        f = sup[s]
+        a = aptr[s]
+        if sup[s + 1] - f == 1 and cptr[s] == cptr[s + 1]:
+            # a one-column leaf (most supernodes of a mesh): its rows are A's column f's, in order
+            for p in range(lcp[f], lcp[f + 1]):
+                aidx[a] = lpos[p]
+                aoff[a] = p - lcp[f]
+                a += 1
+            continue
         for p in range(r0, rsp[s + 1]):
             loc[ri[p]] = p - r0
         for t in range(cptr[s], cptr[s + 1]):
             c = child[t]
             for p in range(rsp[c] + (sup[c + 1] - sup[c]), rsp[c + 1]):
                 rel[p] = loc[ri[p]]
-        f = sup[s]
-        a = aptr[s]
         for i in range(f, sup[s + 1]):
             for p in range(lcp[i], lcp[i + 1]):
                 aidx[a] = lpos[p]

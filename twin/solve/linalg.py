@@ -156,9 +156,10 @@ class LaplacianSystem:
         else:
             perm = self._order()
         parent, post, lower = self._permuted_pattern(perm, link_i, link_j)
+        counts = np.diff(self.lp).astype(np.float64)
+        self._flops = float(counts @ counts)       # L's fill: sum of squared column counts
         if self.backend == "compiled":
-            counts = np.diff(self.lp).astype(np.float64)
-            self.backend = "supernodal" if float(counts @ counts) >= SUPERNODAL_FILL * max(n, 1) else "numba"
+            self.backend = "supernodal" if self._flops >= SUPERNODAL_FILL * max(n, 1) else "numba"
         if self.backend == "supernodal":
             # the multifrontal stack wants a postorder of the elimination tree (AMD's from CHOLMOD is)
             if (post != np.arange(n)).any():
@@ -205,9 +206,8 @@ class LaplacianSystem:
         self.stack = np.empty(max(stack_size, 1))
         # CG iterations per factorization: the dense fronts run their flops much faster than the
         # solves pass over L (with its explicit zeros), so the flop count alone overrates it
-        counts = np.diff(self.lp).astype(np.float64)
         storage = float(self.lxp[-1])
-        factor = SUPERNODAL_ENTRY_PASSES * storage + float(counts @ counts) / SUPERNODAL_FLOPS_PER_PASS
+        factor = SUPERNODAL_ENTRY_PASSES * storage + self._flops / SUPERNODAL_FLOPS_PER_PASS
         per_iteration = 2.0 * storage + 2.0 * len(self.ci) + 6.0 * self.n
         self._cg_per_factor = factor / max(per_iteration, 1.0)
 
