@@ -370,6 +370,7 @@ def gga_matrix_pattern(n1, n2, row, excluded_link, pinv, n):
     pos_a = np.full(m, -1, np.int64)
     pos_b = np.full(m, -1, np.int64)
     pos_ab = np.full(m, -1, np.int64)
+    parallel = False
     for k in range(m):
         if excluded_link[k]:
             continue
@@ -395,7 +396,11 @@ def gga_matrix_pattern(n1, n2, row, excluded_link, pinv, n):
                 found = fill[hi]
                 ci[found] = lo
                 fill[hi] += 1
+            else:
+                parallel = True
             pos_ab[k] = found
+    if not parallel:
+        return cp, ci, diag_pos, pos_a, pos_b, pos_ab
     # compact: parallel links left unused slots
     newpos = np.full(ci.shape[0], -1, np.int64)
     cp2 = np.zeros(n + 1, np.int64)
