@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipetwin.kernels.assembly import _fill, laplacian_step_supernodal
-from pipetwin.kernels.cholesky import chol_analysis, chol_numeric, gga_matrix_pattern, lower_pattern
+from pipetwin.kernels.cholesky import chol_analysis, chol_numeric, link_pattern, lower_pattern
 from pipetwin.kernels.supernodal import supernodal_numeric, supernodal_solve, supernodal_symbolic_lower
 from pipetwin.twin.solve import linalg
 from pipetwin.twin.solve.linalg import HAVE_CHOLMOD, LaplacianSystem
@@ -138,10 +138,6 @@ def bench_symbolic(n, i, j, repeats: int) -> None:
     import scipy.sparse as sp
 
     system = LaplacianSystem(n, i, j, backend="supernodal")
-    row = np.append(np.arange(n, dtype=np.int64), -1)
-    a = np.where(i >= 0, i, n)
-    b = np.where(j >= 0, j, n)
-    no_link = np.zeros(len(a), np.bool_)
     parent, post, lp, lcp, lci, lpos = chol_analysis(n, system.cp, system.ci)
     calls = {"construct": lambda: LaplacianSystem(n, i, j, backend="supernodal"),
              "amd_pattern": lambda: lower_pattern(n, i, j)}
@@ -151,7 +147,7 @@ def bench_symbolic(n, i, j, repeats: int) -> None:
         ip, ix = lower_pattern(n, i, j)
         m = sp.csc_matrix((np.ones(len(ix)), ix, ip), shape=(n, n))
         calls["amd_cholmod_analyze"] = lambda: analyze(m, mode="simplicial", ordering_method="amd").P()
-    calls["permuted_pattern"] = lambda: gga_matrix_pattern(a, b, row, no_link, system.pinv, n)
+    calls["permuted_pattern"] = lambda: link_pattern(n, i, j, system.perm)
     calls["etree_counts"] = lambda: chol_analysis(n, system.cp, system.ci)
     calls["supernodal_symbolic"] = lambda: supernodal_symbolic_lower(system.cp, system.ci, lcp, lci, lpos, parent,
                                                                      lp)

@@ -424,6 +424,27 @@ def gga_matrix_pattern(n1, n2, row, excluded_link, pinv, n):
 
 
 @njit(cache=True)
+def link_pattern(n, link_i, link_j, perm):
+    """``gga_matrix_pattern`` for links between rows (-1: a fixed end) under the order ``perm``
+    (new -> old), with its inverse: (pinv, cp, ci, diag_pos, pos_a, pos_b, pos_ab)."""
+    m = link_i.shape[0]
+    pinv = np.empty(n, np.int64)
+    for k in range(n):
+        pinv[perm[k]] = k
+    row = np.empty(n + 1, np.int64)            # node -> row: rows are the nodes here, n the fixed end
+    for k in range(n):
+        row[k] = k
+    row[n] = -1
+    a = np.empty(m, np.int64)
+    b = np.empty(m, np.int64)
+    for k in range(m):
+        a[k] = link_i[k] if link_i[k] >= 0 else n
+        b[k] = link_j[k] if link_j[k] >= 0 else n
+    cp, ci, diag_pos, pos_a, pos_b, pos_ab = gga_matrix_pattern(a, b, row, np.zeros(m, np.bool_), pinv, n)
+    return pinv, cp, ci, diag_pos, pos_a, pos_b, pos_ab
+
+
+@njit(cache=True)
 def scatter_links(w, pos_a, pos_b, pos_ab, cx):
     """cx[:] = sum over links of w_k (e_a - e_b)(e_a - e_b)^T in the pattern's positions (-1: the
     end is fixed or the entry is off the pattern). Both Newton solvers build their matrix this way."""

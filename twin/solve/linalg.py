@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from pipetwin.kernels.assembly import (cg_direction, cg_step, csc_positions, laplacian_pcg, laplacian_step,
                                        laplacian_step_supernodal, scatter_laplacian)
-from pipetwin.kernels.cholesky import chol_analysis, chol_row_patterns, gga_matrix_pattern, lower_pattern
+from pipetwin.kernels.cholesky import chol_analysis, chol_row_patterns, link_pattern, lower_pattern
 from pipetwin.kernels.supernodal import supernodal_symbolic_lower
 
 try:  # optional accelerated backend
@@ -183,14 +183,8 @@ class LaplacianSystem:
         the lower pattern by columns with positions: ``cholesky.lower_by_columns``)."""
         n = self.n
         self.perm = perm
-        self.pinv = np.empty(n, np.int64)
-        self.pinv[self.perm] = np.arange(n)
-        # gga_matrix_pattern maps link ends through a node -> row table: rows here, n for "fixed"
-        row = np.append(np.arange(n, dtype=np.int64), -1)
-        a = np.where(link_i >= 0, link_i, n)
-        b = np.where(link_j >= 0, link_j, n)
-        (self.cp, self.ci, self.cdiag, self.pos_a, self.pos_b,
-         self.pos_ab) = gga_matrix_pattern(a, b, row, np.zeros(len(a), np.bool_), self.pinv, n)
+        (self.pinv, self.cp, self.ci, self.cdiag, self.pos_a, self.pos_b,
+         self.pos_ab) = link_pattern(n, link_i, link_j, perm)
         parent, post, self.lp, lcp, lci, lpos = chol_analysis(n, self.cp, self.ci)
         self.cx = np.zeros(len(self.ci))
         self._factored = False
