@@ -382,7 +382,7 @@ def gga_pressures(pi, supplied, free, p_old, p_new):
 
 
 @njit(cache=True)
-def settle_reversals(pipes, m_old, m_new, re_unit, re_edge, re_plateau, flipped_before):
+def settle_reversals(pipes, m_old, m_new, re_unit, re_edge, re_plateau, flipped_before, ever_settled):
     """Colebrook at every Re (pandapipes' law) makes lambda m|m| nearly a step at zero flow: flat
     (about 6.3 (eta A / D)^2 per unit length, whatever the flow) up to Re ~ 3, then steep through
     the linear segment below ``re_edge``. When a pipe's answer lies on that steep segment, a Newton
@@ -391,7 +391,7 @@ def settle_reversals(pipes, m_old, m_new, re_unit, re_edge, re_plateau, flipped_
     linearisation is the steep segment's own, and the next step lands on its answer.
 
     ``re_unit[t]`` is the flow of pipe slot t at Re 1; ``flipped_before`` (per slot) is read and
-    updated. Returns the number of pipes put at zero."""
+    updated; ``ever_settled[t]`` is set for each pipe put at zero. Returns how many were."""
     settled = 0
     for t in range(pipes.shape[0]):
         k = pipes[t]
@@ -401,6 +401,7 @@ def settle_reversals(pipes, m_old, m_new, re_unit, re_edge, re_plateau, flipped_
         flip = a * b < 0.0 and abs(a) < lim and abs(b) < lim and max(abs(a), abs(b)) > re_edge * re_unit[t]
         if flip and flipped_before[t]:
             m_new[k] = 0.0
+            ever_settled[t] = True
             settled += 1
             flip = False
         flipped_before[t] = flip

@@ -221,8 +221,10 @@ class GasSolver:
         tree_flows(order, pred_link, pred, d, fr.astype(np.int64), m)
         on_tree = np.zeros(model.n_links, bool)
         on_tree[pred_link[pred_link >= 0]] = True
-        scale = float(np.median(np.abs(m[on_tree]))) if on_tree.any() else 1e-3
-        m[~on_tree] = 0.01 * max(scale, 1e-9)
+        off_tree = ~on_tree & self.active_link
+        if off_tree.any():
+            scale = float(np.median(np.abs(m[on_tree]))) if on_tree.any() else 1e-3
+            m[off_tree] = 0.01 * max(scale, 1e-9)
         m[~self.active_link] = 0.0
         return m
 
@@ -314,6 +316,7 @@ class GasSolver:
         refactored = True
         flipped = np.zeros(len(self.pipe_idx), np.bool_)
         ever_settled = np.zeros(len(self.pipe_idx), np.bool_)
+        any_settled = False
         # a chord step balances the nodes only as well as the old matrix fits: its flows must
         # balance to 1e-6 of the throughput (as the pipe law holds to 1e-6 of the largest drop)
         # before they are an answer; exact steps balance to rounding
@@ -334,7 +337,7 @@ class GasSolver:
             # while the last residual was far above the tolerance; never converged on those)
             x_tol = gk.X_TOL_LOOSE if law_res > LOOSE_FRICTION_ABOVE * tol_law_cap else gk.X_TOL_SOLVER
             phi, dphi, law_res, dp_scale = self._pipe_phi(m, p, x_tol)
-            if ever_settled.any():
+            if any_settled:
                 # a pipe put at zero once that crosses zero again: its secant slope, not the
                 # plateau's near-zero derivative (an all but infinite conductance that throws the
                 # flow across zero again, forever, in a stagnant loop)
@@ -405,11 +408,9 @@ class GasSolver:
                 need = np.bincount(fr, others, minlength=n) - np.bincount(to, others, minlength=n) + demand
                 share = np.bincount(to[active], minlength=n)
                 m_new[active] = need[to[active]] / share[to[active]]
-            before = m_new[self.pipe_idx] if self.plateau else None
             settled = gk.settle_reversals(self.pipe_idx, m, m_new, self.re_unit, gk.RE_FLOOR, RE_PLATEAU,
-                                          flipped) if self.plateau else 0
-            if settled:
-                ever_settled |= (before != 0.0) & (m_new[self.pipe_idx] == 0.0)
+                                          flipped, ever_settled) if self.plateau else 0
+            any_settled = any_settled or settled > 0
             dp_max, n_vacuum = gk.gga_pressures(pi_new, self.supplied, self.free, p, p_new)
             m, m_new = m_new, m
             p, p_new = p_new, p

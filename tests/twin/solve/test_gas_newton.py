@@ -156,17 +156,20 @@ def test_settle_reversals_puts_a_pipe_that_circles_zero_at_zero():
     re_unit = np.array([1e-6, 1e-6])
     pipes = np.array([0, 1], np.int64)
     flipped = np.zeros(2, np.bool_)
+    settled = np.zeros(2, np.bool_)
     m_old = np.array([2e-6, 1e-3])       # Re 2 (flat stretch) and Re 1000
     m_new = np.array([-1e-6, -1e-3])
-    assert gk.settle_reversals(pipes, m_old, m_new.copy(), re_unit, gk.RE_FLOOR, 3.0, flipped) == 0
+    assert gk.settle_reversals(pipes, m_old, m_new.copy(), re_unit, gk.RE_FLOOR, 3.0, flipped, settled) == 0
     assert flipped.tolist() == [True, False]   # the Re-1000 reversal is a real one
     m_next = np.array([2e-6, 1e-3])
-    assert gk.settle_reversals(pipes, m_new, m_next, re_unit, gk.RE_FLOOR, 3.0, flipped) == 1
+    assert gk.settle_reversals(pipes, m_new, m_next, re_unit, gk.RE_FLOOR, 3.0, flipped, settled) == 1
     assert m_next.tolist() == [0.0, 1e-3]
+    assert settled.tolist() == [True, False]
     # inside the steep segment (below Re 1e-3) a sign change is rounding, not a cycle
     flipped[:] = True
     tiny = np.array([-1e-10, 1e-3])
-    assert gk.settle_reversals(pipes, np.array([1e-10, 1e-3]), tiny, re_unit, gk.RE_FLOOR, 3.0, flipped) == 0
+    assert gk.settle_reversals(pipes, np.array([1e-10, 1e-3]), tiny, re_unit, gk.RE_FLOOR, 3.0, flipped,
+                               settled) == 0
 
 
 def test_max_relative_change():
