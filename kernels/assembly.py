@@ -3,10 +3,9 @@
 The pattern is built once per topology; each Newton step only rewrites the values array, so the
 sparse factorization can reuse its symbolic analysis.
 
-Numba's cache keys a function on its own file only: the fused steps here inline the factorization
-and solve kernels of ``cholesky.py`` and ``supernodal.py``, and a cached step keeps running the old
-code after those change (it did: a changed supernodal_solve went unused) until this file changes
-too. Clear ``kernels/__pycache__`` (or touch this file) after editing them.
+The fused steps here compile in the factorization and solve kernels of ``cholesky.py`` and
+``supernodal.py``; numba's cache would keep their old copies after those files change, so
+``kernels/__init__.py`` drops the folder's cache whenever any kernel source changes.
 """
 
 import numpy as np
