@@ -165,10 +165,16 @@ def column_counts(n, lcp, lci, parent, post, lp):
     for j in range(n):                               # sum the deltas up the tree (parent[j] > j)
         if parent[j] != -1:
             delta[parent[j]] += delta[j]
+    return _column_pointers(delta, lp)
+
+
+@njit(cache=True, inline="always")
+def _column_pointers(count, lp):
+    """L's column pointers from its column counts; returns nnz(L)."""
     lp[0] = 0
-    for k in range(n):
-        lp[k + 1] = lp[k] + delta[k]
-    return lp[n]
+    for k in range(count.shape[0]):
+        lp[k + 1] = lp[k] + count[k]
+    return lp[count.shape[0]]
 
 
 @njit(cache=True)
@@ -258,10 +264,7 @@ def chol_symbolic_ereach(n, cp, ci, parent, lp, s, mark):
         for p in range(top, n):
             count[s[p]] += 1
         count[k] += 1
-    lp[0] = 0
-    for k in range(n):
-        lp[k + 1] = lp[k] + count[k]
-    return lp[n]
+    return _column_pointers(count, lp)
 
 
 @njit(cache=True)

@@ -273,14 +273,23 @@ def _panel(front, m, k):
             for r in range(n):
                 dst[r] -= c0[r] * l0
             p += 1
-        d = dst[0]
-        if not d > 0.0:
+        if not _pivot(dst):
             return False
-        d = math.sqrt(d)
-        dst[0] = d
-        inv = 1.0 / d
-        for r in range(1, n):
-            dst[r] *= inv
+    return True
+
+
+@njit(cache=True, fastmath=_FAST, inline="always")
+def _pivot(col):
+    """Column j of L from its updated entries: divide by the square root of the diagonal, False
+    when that is not positive (NaN included: the fast-math flags keep NaN checks)."""
+    d = col[0]
+    if not d > 0.0:
+        return False
+    d = math.sqrt(d)
+    col[0] = d
+    inv = 1.0 / d
+    for r in range(1, col.shape[0]):
+        col[r] *= inv
     return True
 
 
@@ -354,14 +363,8 @@ def _leaf_column(cx, col, aidx, aoff, stack, uo):
         col[r] = 0.0
     for q in range(aidx.shape[0]):
         col[aoff[q]] += cx[aidx[q]]
-    d = col[0]
-    if not d > 0.0:
+    if not _pivot(col):
         return False
-    d = math.sqrt(d)
-    col[0] = d
-    inv = 1.0 / d
-    for r in range(1, m):
-        col[r] *= inv
     u = m - 1
     for j in range(u):
         lj = col[1 + j]
@@ -416,6 +419,17 @@ def supernodal_numeric(cx, sup, rsp, rel, lxp, aptr, aidx, aoff, cptr, child, up
     return True
 
 
+@njit(cache=True, inline="always")
+def _block(sup, rsp, lxp, s):
+    """Supernode s: its first column, width k, first slot in the row lists, rows m, rows below its
+    diagonal block (m - k) and first entry in ``lx``."""
+    f = sup[s]
+    k = sup[s + 1] - f
+    r0 = rsp[s]
+    m = rsp[s + 1] - r0
+    return f, k, r0, m, m - k, lxp[s]
+
+
 @njit(cache=True, fastmath=_FAST)
 def supernodal_solve(sup, rsp, ri, lxp, lx, x):
     """x <- L^-T L^-1 x in place (permuted space). One-column supernodes (most of a mesh's) update
@@ -425,12 +439,7 @@ def supernodal_solve(sup, rsp, ri, lxp, lx, x):
     ns = sup.shape[0] - 1
     buf = np.empty(x.shape[0])
     for s in range(ns):
-        f = sup[s]
-        k = sup[s + 1] - f
-        r0 = rsp[s]
-        m = rsp[s + 1] - r0
-        u = m - k
-        b = lxp[s]
+        f, k, r0, m, u, b = _block(sup, rsp, lxp, s)
         if k == 1:
             xj = x[f] / lx[b]
             x[f] = xj
@@ -455,12 +464,7 @@ def supernodal_solve(sup, rsp, ri, lxp, lx, x):
         for r in range(u):
             x[rows[r]] -= below[r]
     for s in range(ns - 1, -1, -1):
-        f = sup[s]
-        k = sup[s + 1] - f
-        r0 = rsp[s]
-        m = rsp[s + 1] - r0
-        u = m - k
-        b = lxp[s]
+        f, k, r0, m, u, b = _block(sup, rsp, lxp, s)
         if k == 1:
             rows = ri[r0 + 1:r0 + m]
             col = lx[b + 1:b + m]
