@@ -178,10 +178,9 @@ def _column_pointers(count, lp):
 
 
 @njit(cache=True)
-def chol_symbolic(n, cp, ci, parent, lp, s, mark):
+def chol_symbolic(n, cp, ci, parent, lp):
     """Elimination tree (``parent``) of the upper-triangular CSC pattern and L's column
-    pointers ``lp`` (n + 1). Returns nnz(L). (``s`` and ``mark`` are no longer used: kept so the
-    callers' work arrays still fit.)"""
+    pointers ``lp`` (n + 1). Returns nnz(L)."""
     etree(n, cp, ci, parent)
     lcp, lci, _ = lower_by_columns(n, cp, ci)
     return column_counts(n, lcp, lci, parent, etree_postorder(parent), lp)
@@ -251,20 +250,6 @@ def lower_pattern(n, link_i, link_j):
     for c in range(n):
         out[indptr[c]:indptr[c + 1]] = indices[ccnt[c]:fill[c]]
     return indptr, out
-
-
-@njit(cache=True)
-def chol_symbolic_ereach(n, cp, ci, parent, lp, s, mark):
-    """``chol_symbolic`` by walking every row of L (its ereach): O(nnz(L)), the reference the
-    tests check ``column_counts`` against."""
-    etree(n, cp, ci, parent)
-    count = np.zeros(n, np.int64)
-    for k in range(n):
-        top = _ereach(cp, ci, k, parent, s, mark)
-        for p in range(top, n):
-            count[s[p]] += 1
-        count[k] += 1
-    return _column_pointers(count, lp)
 
 
 @njit(cache=True)

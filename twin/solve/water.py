@@ -691,7 +691,7 @@ class _GGASystem:
         self.lp = np.empty(n + 1, np.int64)
         self.sw = np.empty(max(n, 1), np.int64)
         self.mark = np.zeros(n, np.bool_)
-        nnz_l = K.chol_symbolic(n, self.cp, self.ci, self.parent, self.lp, self.sw, self.mark)
+        nnz_l = K.chol_symbolic(n, self.cp, self.ci, self.parent, self.lp)
         self.rp, self.rj = K.chol_row_patterns(n, self.cp, self.ci, self.parent, self.lp, self.sw, self.mark)
         self.dinv = np.empty(n)
         self.cx = np.zeros(len(self.ci))
