@@ -99,28 +99,29 @@ def test_snapshot_restore_gives_identical_scores():
     assert rest_a.max() >= 0.5
 
 
-def test_a_snapshot_from_before_the_record_rule_restores():
-    t, x = daily(3 * DAY, seed=5)
+def _restored_from_older_snapshot(days: int, before: int, missing: tuple[str, ...], **kw) -> SeasonalAnomaly:
+    """A model restored from a snapshot of ``before`` days written without the ``missing`` keys (an
+    older version's), then streamed the remaining days: every score must stay finite."""
+    t, x = daily(days * DAY, seed=5)
     a = SeasonalAnomaly()
-    stream(a, t[:2 * DAY], x[:2 * DAY])
+    stream(a, t[:before * DAY], x[:before * DAY])
     old = a.snapshot()
-    del old["z_record"], old["since_record"]
-    b = SeasonalAnomaly()
+    for key in missing:
+        del old[key]
+    b = SeasonalAnomaly(**kw)
     b.restore(old)
-    assert np.isfinite(stream(b, t[2 * DAY:], x[2 * DAY:])).all()
+    assert np.isfinite(stream(b, t[before * DAY:], x[before * DAY:])).all()
+    return b
+
+
+def test_a_snapshot_from_before_the_record_rule_restores():
+    b = _restored_from_older_snapshot(3, 2, ("z_record", "since_record"))
     assert b.snapshot()["z_record"] > 0.0
 
 
 def test_a_snapshot_from_before_day_types_restores_into_a_model_with_them():
     """A live flow restarted on a snapshot written before day types: the weekday levels start afresh."""
-    t, x = daily(6 * DAY, seed=5)
-    a = SeasonalAnomaly()
-    stream(a, t[:3 * DAY], x[:3 * DAY])
-    old = a.snapshot()
-    del old["day_offset"], old["day_seen"]
-    b = SeasonalAnomaly(day_types=True)
-    b.restore(old)
-    assert np.isfinite(stream(b, t[3 * DAY:], x[3 * DAY:])).all()
+    b = _restored_from_older_snapshot(6, 3, ("day_offset", "day_seen"), day_types=True)
     assert b.snapshot()["day_offset"][5] < -3.0            # Saturday's dip (5 below the weekdays) learnt
 
 

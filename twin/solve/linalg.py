@@ -1,16 +1,16 @@
 """The linear step of both Newton solvers: a symmetric positive definite system A D A^T over the
 free (not fixed-pressure) nodes, with a sparsity pattern fixed by the topology.
 
-Four backends. "numba" (the default for small systems): the compiled
-up-looking Cholesky of ``kernels/cholesky.py`` with CHOLMOD's AMD order (else reverse
-Cuthill-McKee), assembled, factorized and solved in one call, so a Newton step builds no SciPy
-objects. "supernodal": the same path with the compiled multifrontal Cholesky of
+Four backends. "numba": the compiled up-looking Cholesky of ``kernels/cholesky.py`` with CHOLMOD's
+AMD order (else reverse Cuthill-McKee), assembled, factorized and solved in one call, so a Newton
+step builds no SciPy objects. "supernodal": the same path with the compiled multifrontal Cholesky of
 ``kernels/supernodal.py`` (dense vectorized fronts): on meshes with much fill it factorizes ~3x
 faster than CHOLMOD's simplicial mode at 10k rows (and than its supernodal one at 100k); on
-nearly-tree networks, with little fill, the up-looking one is faster. "cholmod" (scikit-sparse,
-the default above ``NUMBA_ROWS`` rows): its analysis is cheaper than the compiled symbolic pass
-there, and on large meshes its supernodal factorization (BLAS) beats a simplicial one. "splu":
-SciPy's SuperLU, which redoes the analysis each time.
+nearly-tree networks, with little fill, the up-looking one is faster. "cholmod" (scikit-sparse):
+on large nearly-tree networks its analysis is cheaper than the compiled symbolic pass. "splu":
+SciPy's SuperLU, which redoes the analysis each time (never chosen by "auto"). "auto" takes the
+compiled path up to ``NUMBA_ROWS`` rows and on meshes at any size, choosing between its two
+factorizations by L's fill, and CHOLMOD otherwise.
 """
 
 from __future__ import annotations
