@@ -11,7 +11,7 @@ The fused steps here compile in the factorization and solve kernels of ``cholesk
 import numpy as np
 from numba import njit
 
-from pipetwin.kernels.cholesky import chol_numeric, chol_solve, scatter_links
+from pipetwin.kernels.cholesky import _sym_upper_residual, chol_numeric, chol_solve, scatter_links
 from pipetwin.kernels.supernodal import supernodal_numeric, supernodal_solve
 
 
@@ -106,22 +106,14 @@ def _fill(w, diag_extra, pinv, pos_a, pos_b, pos_ab, cdiag, cx):
 
 @njit(cache=True)
 def _permuted_residual(perm, cp, ci, cx, rhs, x0):
-    """x0 in the factorization's row order, and rhs - C x0 there (the upper triangle's columns
-    once: each entry updates both its row and its column)."""
+    """x0 in the factorization's row order, and rhs - C x0 there (in place over the permuted rhs)."""
     n = perm.shape[0]
     xp = np.empty(n)
     r = np.empty(n)
     for j in range(n):
         xp[j] = x0[perm[j]]
         r[j] = rhs[perm[j]]
-    for k in range(n):
-        xk = xp[k]
-        for p in range(cp[k], cp[k + 1]):
-            i = ci[p]
-            v = cx[p]
-            r[i] -= v * xk
-            if i != k:
-                r[k] -= v * xp[i]
+    _sym_upper_residual(n, cp, ci, cx, r, xp, r)
     return xp, r
 
 

@@ -318,7 +318,7 @@ def chol_solve(n, lp, li, lx, dinv, x):
 
 @njit(cache=True)
 def _sym_upper_residual(n, cp, ci, cx, b, x, res):
-    """res = b - C x for symmetric C stored as its upper triangle."""
+    """res = b - C x for symmetric C stored as its upper triangle (``res`` may be ``b`` itself)."""
     for i in range(n):
         res[i] = b[i]
     for k in range(n):

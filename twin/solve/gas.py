@@ -229,7 +229,6 @@ class GasSolver:
         if off_tree.any():
             scale = float(np.median(np.abs(m[on_tree]))) if on_tree.any() else 1e-3
             m[off_tree] = 0.01 * max(scale, 1e-9)
-        m[~self.active_link] = 0.0
         return m
 
     def density(self, p: np.ndarray) -> np.ndarray:
@@ -319,7 +318,6 @@ class GasSolver:
         refactored = True
         flipped = np.zeros(len(self.pipe_idx), np.bool_)
         ever_settled = np.zeros(len(self.pipe_idx), np.bool_)
-        any_settled = False
         # a chord step balances the nodes only as well as the old matrix fits: its flows must
         # balance to 1e-6 of the throughput (as the pipe law holds to 1e-6 of the largest drop)
         # before they are an answer; exact steps balance to rounding
@@ -340,7 +338,7 @@ class GasSolver:
             # while the last residual was far above the tolerance; never converged on those)
             x_tol = gk.X_TOL_LOOSE if law_res > LOOSE_FRICTION_ABOVE * tol_law_cap else gk.X_TOL_SOLVER
             phi, dphi, law_res, dp_scale = self._pipe_phi(m, p, x_tol)
-            if any_settled:
+            if ever_settled.any():
                 # a pipe put at zero once that crosses zero again: its secant slope, not the
                 # plateau's near-zero derivative (an all but infinite conductance that throws the
                 # flow across zero again, forever, in a stagnant loop)
@@ -413,7 +411,6 @@ class GasSolver:
                 m_new[active] = need[to[active]] / share[to[active]]
             settled = gk.settle_reversals(self.pipe_idx, m, m_new, self.re_unit, gk.RE_FLOOR, RE_PLATEAU,
                                           flipped, ever_settled) if self.plateau else 0
-            any_settled = any_settled or settled > 0
             dp_max, n_vacuum = gk.gga_pressures(pi_new, self.supplied, self.free, p, p_new)
             m, m_new = m_new, m
             p, p_new = p_new, p
