@@ -53,10 +53,6 @@ def csc_positions(indptr, indices, rows, cols, out):
         out[k] = lo
 
 
-def empty_positions(n: int) -> np.ndarray:
-    return np.full(n, -1, dtype=np.int64)
-
-
 @njit(cache=True)
 def laplacian_step(w, diag_extra, pinv, perm, pos_a, pos_b, pos_ab, cdiag, cp, ci, cx, rp, rj, lp, li, lx,
                    dinv, work, cw, rhs, x0, refactor, out):
